@@ -1,0 +1,1 @@
+"""codesign: map traces onto PIM configurations and search (architecture x hardware) jointly."""

@@ -1,0 +1,1 @@
+"""models: CTR data pipeline, the NASRec-style supernet, subnets and hand-designed baselines."""

@@ -1,0 +1,1 @@
+"""traces: the versioned operator-trace format that connects models to the simulator."""
