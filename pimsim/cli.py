@@ -36,6 +36,13 @@ def add_hw_arguments(parser: argparse.ArgumentParser, *, positional: bool = Fals
 
 
 def register(subparsers: Any) -> None:
+    from pimsim.dram.cli import register as register_dram
+
+    _register_presets(subparsers)
+    register_dram(subparsers)
+
+
+def _register_presets(subparsers: Any) -> None:
     presets = add_group(
         subparsers,
         "presets",

@@ -1,0 +1,1 @@
+"""The NASRec-style supernet, subnets, training and evaluation."""

@@ -1,0 +1,1 @@
+"""DRAM core: organisation, JEDEC timing, FR-FCFS controller, energy (issue 4)."""
