@@ -1,0 +1,218 @@
+"""The six block operators, each stored once at its maximum size and run on a slice of it.
+
+Every op takes its input already concatenated, a column selection `cols` (None = all columns, a
+`slice`, or a LongTensor of column indices into the max-size weight) and the output size it should
+produce. The supernet builds them at maximum width and passes selections; a standalone (extracted)
+model builds them at exactly the chosen sizes and passes None, so both run the same code.
+Shapes: dense [B, features], sparse [B, tokens, 16]. All widths count features, tokens count tokens.
+
+Choices where search_space.md is silent:
+- EFC and the Attention token projection are a Linear over the token axis with one bias per output
+  token; LayerNorm in EFC normalises each token over its 16 features.
+- Dot-Product has no activation. Its token projection keeps k = round(sqrt(2 d)) tokens; the
+  strictly-lower-triangle pairs are ordered row by row, so the pairs of the first k + 1 tokens are a
+  prefix of the pairs at maximum k (weight sharing by slicing). Linear to d whenever count != d.
+- Gating: m = max(left, right) width; sigmoid(W[:m, :left] left + b[:m]) * pad(right, m).
+- Attention: 8 heads of width 2 (embedding 16), post-norm residual blocks, FFN 16 -> 16 -> 16.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Cols = slice | torch.Tensor | None
+EMB = 16
+
+
+def dot_tokens(d: int) -> int:
+    """Sparse tokens a Dot-Product of output width d keeps: round(sqrt(2 d))."""
+    return int(math.floor(math.sqrt(2 * d) + 0.5))
+
+
+def dot_pairs(k: int) -> int:
+    """Strictly-lower-triangle entries of (k + 1) stacked tokens (dense token + k sparse)."""
+    return k * (k + 1) // 2
+
+
+def sliced_weight(
+    lin: nn.Linear, rows: int | None, cols: Cols
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `rows` output rows and the selected input columns of `lin` (weight, bias)."""
+    w, b = lin.weight, lin.bias
+    if rows is not None and rows != w.shape[0]:
+        w, b = w[:rows], b[:rows]
+    if isinstance(cols, slice):
+        w = w[:, cols]
+    elif cols is not None:
+        w = w.index_select(1, cols)
+    return w, b
+
+
+def sliced_linear(x: torch.Tensor, lin: nn.Linear, rows: int | None, cols: Cols) -> torch.Tensor:
+    w, b = sliced_weight(lin, rows, cols)
+    return F.linear(x, w, b)
+
+
+@torch.no_grad()
+def copy_linear(src: nn.Linear, rows: int | None, cols: Cols) -> nn.Linear:
+    """A new Linear holding a copy of the selected slice of `src`."""
+    w, b = sliced_weight(src, rows, cols)
+    out = nn.Linear(w.shape[1], w.shape[0], device=w.device, dtype=w.dtype)
+    out.weight.copy_(w)
+    out.bias.copy_(b)
+    return out
+
+
+def token_linear(x: torch.Tensor, lin: nn.Linear, rows: int | None, cols: Cols) -> torch.Tensor:
+    """Linear over the token axis: [B, N, 16] -> [B, rows, 16]."""
+    return sliced_linear(x.transpose(1, 2), lin, rows, cols).transpose(1, 2)
+
+
+class FC(nn.Module):
+    """Linear(in, d) -> LayerNorm(d) -> ReLU; [B, in] -> [B, d]."""
+
+    def __init__(self, in_max: int, out_max: int, layer_norm: bool = True) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_max, out_max)
+        self.ln = nn.LayerNorm(out_max) if layer_norm else None
+
+    def forward(self, x: torch.Tensor, cols: Cols, d: int) -> torch.Tensor:
+        y = sliced_linear(x, self.linear, d, cols)
+        if self.ln is not None:
+            y = F.layer_norm(y, (d,), self.ln.weight[:d], self.ln.bias[:d])
+        return F.relu(y)
+
+    def extract(self, cols: Cols, d: int) -> FC:
+        new = FC(1, 1, self.ln is not None)
+        new.linear = copy_linear(self.linear, d, cols)
+        if self.ln is not None:
+            new.ln = nn.LayerNorm(d)
+            with torch.no_grad():
+                new.ln.weight.copy_(self.ln.weight[:d])
+                new.ln.bias.copy_(self.ln.bias[:d])
+        return new
+
+
+class EFC(nn.Module):
+    """Token-axis Linear [B, N, 16] -> [B, t, 16], LayerNorm over 16, ReLU."""
+
+    def __init__(self, in_tokens_max: int, t_max: int, layer_norm: bool = True) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_tokens_max, t_max)
+        self.ln = nn.LayerNorm(EMB) if layer_norm else None
+
+    def forward(self, x: torch.Tensor, cols: Cols, t: int) -> torch.Tensor:
+        y = token_linear(x, self.linear, t, cols)
+        if self.ln is not None:
+            y = self.ln(y)
+        return F.relu(y)
+
+    def extract(self, cols: Cols, t: int) -> EFC:
+        new = EFC(1, 1, self.ln is not None)
+        new.linear = copy_linear(self.linear, t, cols)
+        if self.ln is not None:
+            new.ln.load_state_dict(self.ln.state_dict())
+        return new
+
+
+class Attention(nn.Module):
+    """Token-axis Linear to t tokens, 8-head self-attention + residual + LN, FFN + residual + LN."""
+
+    def __init__(self, in_tokens_max: int, t_max: int, heads: int = 8) -> None:
+        super().__init__()
+        self.heads = heads
+        self.linear = nn.Linear(in_tokens_max, t_max)
+        self.qkv = nn.Linear(EMB, 3 * EMB)
+        self.out = nn.Linear(EMB, EMB)
+        self.ln1 = nn.LayerNorm(EMB)
+        self.ff1 = nn.Linear(EMB, EMB)
+        self.ff2 = nn.Linear(EMB, EMB)
+        self.ln2 = nn.LayerNorm(EMB)
+
+    def forward(self, x: torch.Tensor, cols: Cols, t: int) -> torch.Tensor:
+        y = token_linear(x, self.linear, t, cols)  # [B, t, 16]
+        b = y.shape[0]
+        q, k, v = self.qkv(y).view(b, t, 3, self.heads, EMB // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, EMB)
+        y = self.ln1(y + self.out(a))
+        return self.ln2(y + self.ff2(F.relu(self.ff1(y))))
+
+    def extract(self, cols: Cols, t: int) -> Attention:
+        new = Attention(1, 1, self.heads)
+        new.load_state_dict(
+            {k: v for k, v in self.state_dict().items() if not k.startswith("linear.")},
+            strict=False,
+        )
+        new.linear = copy_linear(self.linear, t, cols)
+        return new
+
+
+class Dot(nn.Module):
+    """Operator-balanced Dot-Product: [B, Din] and [B, N, 16] -> [B, d]."""
+
+    def __init__(self, in_max: int, in_tokens_max: int, k_max: int, out_max: int) -> None:
+        super().__init__()
+        self.dense_proj = nn.Linear(in_max, EMB)
+        self.token_proj = nn.Linear(in_tokens_max, k_max)
+        pairs = dot_pairs(k_max)
+        self.out = nn.Linear(pairs, out_max) if pairs != out_max else None
+        rows = [i for i in range(1, k_max + 1) for _ in range(i)]
+        colz = [j for i in range(1, k_max + 1) for j in range(i)]
+        self.register_buffer("tri_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
+        self.register_buffer("tri_cols", torch.tensor(colz, dtype=torch.long), persistent=False)
+
+    def forward(
+        self, x: torch.Tensor, cols: Cols, s: torch.Tensor, tcols: Cols, d: int
+    ) -> torch.Tensor:
+        k = dot_tokens(d)
+        c = dot_pairs(k)
+        dense_tok = sliced_linear(x, self.dense_proj, None, cols).unsqueeze(1)  # [B, 1, 16]
+        tokens = torch.cat([dense_tok, token_linear(s, self.token_proj, k, tcols)], 1)
+        z = torch.bmm(tokens, tokens.transpose(1, 2)).flatten(1)  # [B, (k+1)^2]
+        flat = self.tri_rows[:c] * (k + 1) + self.tri_cols[:c]
+        y = z.index_select(1, flat)  # [B, c]
+        return y if c == d else sliced_linear(y, self.out, d, slice(0, c))
+
+    def extract(self, cols: Cols, tcols: Cols, d: int) -> Dot:
+        k = dot_tokens(d)
+        c = dot_pairs(k)
+        new = Dot(1, 1, k, d)
+        new.dense_proj = copy_linear(self.dense_proj, None, cols)
+        new.token_proj = copy_linear(self.token_proj, k, tcols)
+        if c != d:
+            new.out = copy_linear(self.out, d, slice(0, c))
+        return new.to(self.dense_proj.weight.device)
+
+
+class Binary(nn.Module):
+    """Sigmoid-Gating (`gate=True`) or Sum of a left and a right input, zero-padded to m, then
+    Linear(m, d) when m != d; [B, wl], [B, wr] -> [B, d]."""
+
+    def __init__(
+        self, left_max: int, pad_max: int, out_max: int, gate: bool, proj: bool = True
+    ) -> None:
+        super().__init__()
+        self.gate = nn.Linear(left_max, pad_max) if gate else None
+        self.proj = nn.Linear(pad_max, out_max) if proj else None
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor, d: int) -> torch.Tensor:
+        wl, wr = left.shape[1], right.shape[1]
+        m = max(wl, wr)
+        if self.gate is not None:
+            y = torch.sigmoid(sliced_linear(left, self.gate, m, slice(0, wl)))
+            y = y * F.pad(right, (0, m - wr))
+        else:
+            y = F.pad(left, (0, m - wl)) + F.pad(right, (0, m - wr))
+        return y if m == d else sliced_linear(y, self.proj, d, slice(0, m))
+
+    def extract(self, wl: int, wr: int, d: int) -> Binary:
+        m = max(wl, wr)
+        new = Binary(wl, m, d, self.gate is not None, proj=False)
+        if self.gate is not None:
+            new.gate = copy_linear(self.gate, m, slice(0, wl))
+        new.proj = copy_linear(self.proj, d, slice(0, m)) if m != d else None
+        return new
