@@ -1,1 +1,35 @@
-"""Streaming loaders and transforms for CTR data (Criteo, Avazu, KDD12, synthetic)."""
+"""Streaming loaders and transforms for CTR data (Criteo, Avazu, KDD12, synthetic).
+
+Public API (numpy only, no torch):
+    prepare(format, input, out, **settings) -> Path        raw file / synthetic -> prepared folder
+    open_split(folder, split) -> SplitArrays                read-only memmaps of train/val/test
+    iter_batches(split, batch_size, *, shuffle, seed, drop_last=False) -> (dense, sparse, label)
+    read_manifest(folder) -> dict
+    Teacher, NumpyTeacher                                   the synthetic label model protocol
+"""
+
+from models.data.pipeline import PrepareSettings, prepare, prepare_with_status
+from models.data.store import (
+    DATA_SCHEMA,
+    SPLITS,
+    SplitArrays,
+    iter_batches,
+    open_split,
+    read_manifest,
+)
+from models.data.synthetic import NumpyTeacher, Teacher, bayes_log_loss
+
+__all__ = [
+    "DATA_SCHEMA",
+    "SPLITS",
+    "NumpyTeacher",
+    "PrepareSettings",
+    "SplitArrays",
+    "Teacher",
+    "bayes_log_loss",
+    "iter_batches",
+    "open_split",
+    "prepare",
+    "prepare_with_status",
+    "read_manifest",
+]
