@@ -255,7 +255,8 @@ class AvazuFormat(RawFormat):
         header = _first_line(path).rstrip("\r\n").split(",")
         if header != AVAZU_HEADER:
             missing = [c for c in AVAZU_HEADER if c not in header]
-            detail = f"missing columns {missing}" if missing else f"columns {header[:4]}..."
+            shown = missing[:4] + ([f"... {len(missing) - 4} more"] if len(missing) > 4 else [])
+            detail = f"missing columns {shown}" if missing else f"columns {header[:4]}..."
             raise PimrecError(
                 f"not an Avazu header: {detail}",
                 file=path,
