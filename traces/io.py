@@ -120,6 +120,9 @@ def write_trace(trace: Trace, path: str | Path) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(header, fh, indent=1)
             fh.write("\n")
+        mode = _file_mode()
+        for tmp in tmp_files:
+            os.chmod(tmp, mode)
         if streams:
             os.replace(tmp_files[0], bin_path)
         os.replace(tmp_json, path)
@@ -127,6 +130,13 @@ def write_trace(trace: Trace, path: str | Path) -> None:
         for tmp in tmp_files:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _file_mode() -> int:
+    """0o666 less the process umask (mkstemp creates files 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _need(
