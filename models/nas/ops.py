@@ -9,7 +9,8 @@ Shapes: dense [B, features], sparse [B, tokens, 16]. All widths count features, 
 Choices where search_space.md is silent:
 - EFC and the Attention token projection are a Linear over the token axis with one bias per output
   token; LayerNorm in EFC normalises each token over its 16 features.
-- Dot-Product has no activation. Its token projection keeps k = round(sqrt(2 d)) tokens; the
+- Dot-Product has no activation; with LayerNorm on (as in the supernet) its output is normalised
+  over d, which keeps the summed full supernet from blowing up through seven blocks. Its token projection keeps k = round(sqrt(2 d)) tokens; the
   strictly-lower-triangle pairs are ordered row by row, so the pairs of the first k + 1 tokens are a
   prefix of the pairs at maximum k (weight sharing by slicing). Linear to d whenever count != d.
 - Gating: m = max(left, right) width; sigmoid(W[:m, :left] left + b[:m]) * pad(right, m).
@@ -154,8 +155,11 @@ class Attention(nn.Module):
 class Dot(nn.Module):
     """Operator-balanced Dot-Product: [B, Din] and [B, N, 16] -> [B, d]."""
 
-    def __init__(self, in_max: int, in_tokens_max: int, k_max: int, out_max: int) -> None:
+    def __init__(
+        self, in_max: int, in_tokens_max: int, k_max: int, out_max: int, layer_norm: bool = True
+    ) -> None:
         super().__init__()
+        self.ln = nn.LayerNorm(out_max) if layer_norm else None
         self.dense_proj = nn.Linear(in_max, EMB)
         self.token_proj = nn.Linear(in_tokens_max, k_max)
         pairs = dot_pairs(k_max)
@@ -175,12 +179,19 @@ class Dot(nn.Module):
         z = torch.bmm(tokens, tokens.transpose(1, 2)).flatten(1)  # [B, (k+1)^2]
         flat = self.tri_rows[:c] * (k + 1) + self.tri_cols[:c]
         y = z.index_select(1, flat)  # [B, c]
-        return y if c == d else sliced_linear(y, self.out, d, slice(0, c))
+        y = y if c == d else sliced_linear(y, self.out, d, slice(0, c))
+        if self.ln is not None:
+            y = F.layer_norm(y, (d,), self.ln.weight[:d], self.ln.bias[:d])
+        return y
 
     def extract(self, cols: Cols, tcols: Cols, d: int) -> Dot:
         k = dot_tokens(d)
         c = dot_pairs(k)
-        new = Dot(1, 1, k, d)
+        new = Dot(1, 1, k, d, self.ln is not None)
+        if self.ln is not None:
+            with torch.no_grad():
+                new.ln.weight.copy_(self.ln.weight[:d])
+                new.ln.bias.copy_(self.ln.bias[:d])
         new.dense_proj = copy_linear(self.dense_proj, None, cols)
         new.token_proj = copy_linear(self.token_proj, k, tcols)
         if c != d:

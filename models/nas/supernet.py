@@ -11,7 +11,8 @@ Layouts at maximum width (W = max dense width, T = max tokens + 8):
 - block i's sparse input tokens: node 0 at [0, n_sparse), node j >= 1 at n_sparse + T (j - 1);
   inside a block's slot its op tokens sit at [0, t) and its dense->sparse tokens at [T - 8, T);
 - head input: dense output at [0, W), then the flattened token slot (token-major, 16 per token).
-Choices where search_space.md is silent: the switches both read the ops' outputs before either is
+Choices where search_space.md is silent: the full supernet averages its ops' outputs (a plain sum
+grows the logits to ~1e3 through seven blocks at initialisation); the switches both read the ops' outputs before either is
 applied (dense->sparse reads the dense op output, the FM of sparse->dense reads the sparse op
 output); in the full supernet the binary ops read left = node i, right = node max(i - 1, 0); the
 embedding table is one concatenated table (per-feature offsets), initialised U(-0.05, 0.05).
@@ -69,7 +70,7 @@ class Block(nn.Module):
         super().__init__()
         make = {
             "fc": lambda: FC(dense_in, d, layer_norm),
-            "dot": lambda: Dot(dense_in, tokens_in, dot_tokens(d), d),
+            "dot": lambda: Dot(dense_in, tokens_in, dot_tokens(d), d, layer_norm),
             "gating": lambda: Binary(left_max, left_max, d, True),
             "sum": lambda: Binary(left_max, left_max, d, False),
             "efc": lambda: EFC(tokens_in, t, layer_norm),
@@ -102,6 +103,10 @@ class Block(nn.Module):
         for op in p.sparse_ops:
             y = self.sparse[op](sx, p.tok_cols, p.t)
             sparse = y if sparse is None else sparse + y
+        if len(p.dense_ops) > 1:  # full supernet: the mean of the ops keeps one op's scale
+            dense = dense / len(p.dense_ops)
+        if len(p.sparse_ops) > 1:
+            sparse = sparse / len(p.sparse_ops)
         out_d, out_s = dense, sparse
         if p.s2d:
             fm = 0.5 * (sparse.sum(1).square() - sparse.square().sum(1))  # [B, 16]
@@ -230,6 +235,13 @@ class _Network(nn.Module):
         plans: Sequence[BlockPlan | None],
         head_cols: Cols,
     ) -> torch.Tensor:
+        x = self._features(dense, sparse, plans)
+        return _linear(x, self.head, None, head_cols).squeeze(-1)
+
+    def _features(
+        self, dense: torch.Tensor, sparse: torch.Tensor, plans: Sequence[BlockPlan | None]
+    ) -> torch.Tensor:
+        """The head's input: last block's dense output and flattened sparse output."""
         nodes_d: list = [dense]
         nodes_s: list = [self.embedding(sparse.long() + self.offsets)]
         for i, p in enumerate(plans):
@@ -243,8 +255,7 @@ class _Network(nn.Module):
             d, s = self._block(i)(dx, left, right, sx, p)
             nodes_d.append(d)
             nodes_s.append(s)
-        x = torch.cat([nodes_d[-1], nodes_s[-1].flatten(1).to(nodes_d[-1].dtype)], 1)
-        return _linear(x, self.head, None, head_cols).squeeze(-1)
+        return torch.cat([nodes_d[-1], nodes_s[-1].flatten(1).to(nodes_d[-1].dtype)], 1)
 
 
 class Supernet(_Network):
@@ -365,6 +376,10 @@ class SubnetModel(_Network):
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         """dense [B, n_dense] float, sparse [B, n_sparse] int -> logits [B]."""
         return self._run(dense, sparse, self._plans, None)
+
+    def features(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """The head's input [B, d_last + tokens_last * 16] (for head-only fine-tuning)."""
+        return self._features(dense, sparse, self._plans)
 
 
 @torch.no_grad()

@@ -1,0 +1,328 @@
+"""Supernet training (NASRec recipe) with exact resume, and standalone model training.
+
+Supernet recipe: each step trains the full supernet with probability max(0, 1 - step / T) (T =
+`full_warmup_steps`; default 20 % of the run, as NASRec's 15k of ~70k Criteo steps at batch 512),
+otherwise one single-operator any-connection subnet drawn from the run's numpy generator. Adagrad
+(eps 1e-2, no weight decay), lr 0.12 with 10 % linear warm-up then cosine to 0, grad-norm clip 5,
+batch 512, BCE-with-logits. On CUDA the forward runs under bf16 autocast.
+
+Output folder: `checkpoint.pt` (every `checkpoint_every` steps and at the end; running the same
+command again resumes from it exactly), `train.log` (starts with the resolved config), and
+`report.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.nas.runtime import (
+    BatchStream,
+    autocast,
+    ctr_metrics,
+    load_checkpoint,
+    lr_at,
+    predict,
+    resolve_device,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
+from pimrec.errors import PimrecError
+from pimrec.report import make_report, write_report
+
+CHECKPOINT = "checkpoint.pt"
+# Settings that may differ between a run and its resumption (they do not change the result).
+RESUMABLE_CHANGES = {"device", "checkpoint_every", "log_every", "progress"}
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    data: str
+    space: str = "nasrec-full"
+    steps: int = 1000
+    batch_size: int = 512
+    lr: float = 0.12
+    adagrad_eps: float = 1e-2
+    lr_warmup_frac: float = 0.1
+    clip_norm: float = 5.0
+    full_warmup_steps: int | None = None  # None: 20 % of `steps`
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    checkpoint_every: int = 500
+    log_every: int = 100
+
+    def resolved(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["full_warmup_steps"] is None:
+            d["full_warmup_steps"] = int(0.2 * self.steps)
+        return d
+
+
+def split_info(data: str | Path, split: str = "train") -> tuple[Any, list[int], int]:
+    """The opened split, its table sizes and dense feature count (PimrecError when missing)."""
+    from models.data import open_split
+
+    if not Path(data).is_dir():
+        raise PimrecError("data folder not found", file=data, expected="a prepared data folder")
+    arrays = open_split(data, split)
+    m = arrays.manifest
+    return arrays, [int(t) for t in m["table_sizes"]], len(m["dense_features"])
+
+
+def make_optimizer(params: Any, lr: float, eps: float) -> torch.optim.Optimizer:
+    return torch.optim.Adagrad(params, lr=lr, eps=eps, weight_decay=0.0)
+
+
+def train_step(
+    model: Any, opt: torch.optim.Optimizer, batch: tuple, lr: float, clip: float, amp: bool,
+    device: torch.device, **kwargs: Any,
+) -> torch.Tensor:  # fmt: skip
+    """One optimiser step; returns the (device) loss tensor without synchronising."""
+    dense, sparse, label = batch
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    with autocast(device, amp):
+        logits = model(dense, sparse, **kwargs)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), label)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip)
+    opt.step()
+    return loss.detach()
+
+
+class RunLog:
+    """The per-run log: the resolved config first, then one line per event (appended on resume)."""
+
+    def __init__(self, path: Path, config: dict[str, Any], resumed_at: int | None) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resumed_at is None or not path.exists():
+            path.write_text("config " + json.dumps(config, sort_keys=True) + "\n")
+        if resumed_at is not None:
+            self.write(f"resumed at step {resumed_at}")
+
+    def write(self, line: str) -> None:
+        with self.path.open("a") as fh:
+            fh.write(line + "\n")
+
+
+def train_supernet(
+    config: SupernetConfig, out: str | Path, *, progress: bool = True, stop_after: int | None = None
+) -> dict[str, Any]:
+    """Train (or resume) a supernet into `out`; returns the report's results.
+
+    `stop_after` ends the run after that global step (as a kill would, after a checkpoint), for
+    tests of resumption.
+    """
+    from tqdm import tqdm
+
+    from models.nas.space import get_space, sample_subnet
+    from models.nas.supernet import Supernet
+
+    out = Path(out)
+    cfg = config.resolved()
+    get_space(config.space, field="space")
+    arrays, tables, n_dense = split_info(config.data)
+    device = resolve_device(config.device)
+    ckpt = _resume_state(out / CHECKPOINT, cfg, tables, n_dense)
+    net = Supernet(config.space, tables, n_dense, seed=config.seed).to(device)
+    opt = make_optimizer(net.parameters(), config.lr, config.adagrad_eps)
+    rng = np.random.default_rng(config.seed)
+    step, position, ema = 0, (0, 0), None
+    if ckpt is not None:
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        restore_rng(ckpt["rng"], rng)
+        step, position = int(ckpt["step"]), tuple(ckpt["data_position"])
+        ema = ckpt["train_logloss_ema"]
+    log = RunLog(out / "train.log", cfg, step if ckpt is not None else None)
+    stream = BatchStream(
+        arrays, config.batch_size, seed=config.seed, device=device, position=position
+    )
+    last = config.steps if stop_after is None else min(config.steps, stop_after)
+    warm_t = cfg["full_warmup_steps"]
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            out / CHECKPOINT,
+            {
+                "kind": "supernet", "format": 1, "config": cfg, "space": config.space,
+                "table_sizes": tables, "n_dense": n_dense, "model": net.state_dict(),
+                "optimizer": opt.state_dict(), "step": step, "data_position": list(stream.position),
+                "scheduler": {"kind": "linear-warmup-cosine", "base_lr": config.lr,
+                              "warmup_frac": config.lr_warmup_frac, "total_steps": config.steps},
+                "rng": rng_state(rng), "train_logloss_ema": ema,
+            },
+        )  # fmt: skip
+
+    bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step", desc="supernet")
+    t0, s0, full_steps = time.perf_counter(), step, 0
+    try:
+        while step < last:
+            full = rng.random() < max(0.0, 1.0 - step / warm_t) if warm_t > 0 else False
+            subnet = None if full else sample_subnet(net.space, rng)
+            full_steps += full
+            batch = next(stream)
+            lr = lr_at(step, config.steps, config.lr, config.lr_warmup_frac)
+            loss = train_step(
+                net, opt, batch, lr, config.clip_norm, config.amp, device, subnet=subnet
+            )
+            step += 1
+            bar.update(1)
+            if step % config.log_every == 0 or step == last:
+                value = float(loss)
+                ema = value if ema is None else 0.9 * ema + 0.1 * value
+                bar.set_postfix(loss=f"{ema:.4f}")
+                log.write(f"step {step} loss {value:.5f} ema {ema:.5f} lr {lr:.5f}")
+            if step % config.checkpoint_every == 0 or step == last:
+                checkpoint()
+    finally:
+        bar.close()
+        stream.close()
+    wall = time.perf_counter() - t0
+    results = {
+        "steps": step,
+        "train_logloss_ema": ema,
+        "samples_per_s": (step - s0) * config.batch_size / wall if wall > 0 else None,
+        "full_supernet_steps": full_steps,
+        "wall_s": wall,
+        "device": str(device),
+        "checkpoint": str(out / CHECKPOINT),
+    }
+    log.write("done " + json.dumps(results, sort_keys=True))
+    if step >= config.steps:
+        write_report(out / "report.json", make_report("train-supernet", config=cfg,
+                                                      results=results, seed=config.seed))  # fmt: skip
+    return results
+
+
+def _resume_state(
+    path: Path, cfg: dict[str, Any], tables: list[int], n_dense: int
+) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path, "supernet")
+    old = ckpt["config"]
+    for key in cfg:
+        if key not in RESUMABLE_CHANGES and old.get(key) != cfg[key]:
+            raise PimrecError(
+                f"the checkpoint in the output folder was trained with {key}={old.get(key)!r}",
+                file=path, field=key, expected=f"{cfg[key]!r} (or a fresh --out folder)",
+            )  # fmt: skip
+    if ckpt["table_sizes"] != tables or ckpt["n_dense"] != n_dense:
+        raise PimrecError("checkpoint does not match the data's tables", file=path, field="data")
+    return ckpt
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    data: str
+    subnet: str | None = None  # path of a subnet JSON
+    model: str | None = None  # dlrm, deepfm or dcnv2
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 512
+    lr: float = 0.12
+    adagrad_eps: float = 1e-2
+    lr_warmup_frac: float = 0.1
+    clip_norm: float = 5.0
+    eval_every: int | None = None  # steps between validations; None: 10 per run
+    patience: int = 3
+    max_eval_rows: int | None = None
+    device: str = "auto"
+    amp: bool = True
+
+
+def build_model(config: ModelConfig, tables: list[int], n_dense: int, seed: int) -> torch.nn.Module:
+    """A freshly initialised subnet (from its JSON) or baseline, seeded."""
+    from models.nas.space import load_subnet
+    from models.nas.supernet import SubnetModel
+
+    if (config.subnet is None) == (config.model is None):
+        raise PimrecError("give exactly one of a subnet or a model", field="--subnet/--model")
+    if config.subnet is not None:
+        return SubnetModel(load_subnet(config.subnet), tables, n_dense, seed=seed)
+    from models.baselines import build_baseline
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_baseline(config.model, tables, n_dense, embedding_dim=16)
+
+
+def train_model(config: ModelConfig, out: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train from scratch per seed with early stopping on validation log loss; report test
+    AUC / log loss (mean and sample std over seeds) in `out/report.json`."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    arrays, tables, n_dense = split_info(config.data)
+    val, _, _ = split_info(config.data, "val")
+    test, _, _ = split_info(config.data, "test")
+    device = resolve_device(config.device)
+    for s in config.seeds:
+        build_model(config, tables, n_dense, s)  # validate inputs before any work
+        break
+    per_epoch = len(arrays) // config.batch_size
+    total = per_epoch * config.epochs if config.max_steps is None else config.max_steps
+    if total < 1:
+        raise PimrecError("no training steps", field="steps", expected="at least one batch")
+    every = config.eval_every or max(1, total // 10)
+    cfg = asdict(config) | {"total_steps": total, "eval_every": every}
+    log = RunLog(out / "train.log", cfg, None)
+    per_seed = []
+    for seed in config.seeds:
+        model = build_model(config, tables, n_dense, seed).to(device)
+        opt = make_optimizer(model.parameters(), config.lr, config.adagrad_eps)
+        stream = BatchStream(arrays, config.batch_size, seed=seed, device=device)
+        best, best_state, bad, step = float("inf"), None, 0, 0
+        bar = tqdm(total=total, disable=not progress, unit="step", desc=f"seed {seed}")
+        try:
+            while step < total and bad < config.patience:
+                lr = lr_at(step, total, config.lr, config.lr_warmup_frac)
+                train_step(model, opt, next(stream), lr, config.clip_norm, config.amp, device)
+                step += 1
+                bar.update(1)
+                if step % every == 0 or step == total:
+                    m = ctr_metrics(*predict(model, val, 4096, device, config.max_eval_rows))
+                    log.write(f"seed {seed} step {step} val {json.dumps(m)}")
+                    bar.set_postfix(val_logloss=f"{m['logloss']:.4f}")
+                    if m["logloss"] < best:
+                        best, bad = m["logloss"], 0
+                        best_state = copy.deepcopy(model.state_dict())
+                    else:
+                        bad += 1
+        finally:
+            bar.close()
+            stream.close()
+        model.load_state_dict(best_state)
+        test_m = ctr_metrics(*predict(model, test, 4096, device, None))
+        per_seed.append({"seed": seed, "steps": step, "val_logloss": best, **test_m})
+        log.write(f"seed {seed} test {json.dumps(test_m)}")
+    auc = np.array([r["auc"] for r in per_seed])
+    ll = np.array([r["logloss"] for r in per_seed])
+    std = lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
+    results = {
+        "auc": float(auc.mean()), "auc_std": std(auc), "logloss": float(ll.mean()),
+        "logloss_std": std(ll), "per_seed": per_seed,
+    }  # fmt: skip
+    write_report(out / "report.json", make_report("train-model", config=cfg, results=results,
+                                                  seed=config.seeds[0]))  # fmt: skip
+    return results
+
+
+def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """A config dataclass from the matching keys of `values` (e.g. argparse's namespace)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names and v is not None})
