@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,8 @@ class PrepareSettings:
 
     def hashed(self) -> dict[str, Any]:
         skip = {"chunk_rows", "progress", "teacher"}
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        # Not dataclasses.asdict: it would deep-copy the teacher (possibly a torch model).
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
 def make_settings(**settings: Any) -> PrepareSettings:
@@ -107,7 +108,7 @@ def make_settings(**settings: Any) -> PrepareSettings:
         raise PimrecError(f"{s.logit_std}", field="logit_std", expected="a positive number")
     if s.zipf_exponent is not None and not (s.zipf_exponent > 0):
         raise PimrecError(f"{s.zipf_exponent}", field="zipf_exponent", expected="a positive number")
-    return PrepareSettings(**{**asdict(s), "split": split, "teacher": s.teacher})
+    return replace(s, split=split)
 
 
 def _check_int(value: Any, name: str, minimum: int) -> None:
@@ -158,7 +159,7 @@ def prepare_with_status(
         identity = _input_identity(path)
         if s.profile is not None:
             identity["profile"] = _input_identity(Path(s.profile))
-        source = formats.open_format(format, path, asdict(s))
+        source = formats.open_format(format, path, s.hashed())
         hashed_input = identity
     hash_config = {
         "schema": DATA_SCHEMA,
