@@ -31,7 +31,7 @@ def test_efc_and_attention_shapes():
 
 
 def test_dot_matches_explicit_pairs():
-    dot = Dot(4, 5, dot_tokens(8), 8)  # k = 4 tokens -> 10 pairs -> Linear to 8
+    dot = Dot(4, 5, dot_tokens(8), 8, layer_norm=False)  # k = 4 -> 10 pairs -> Linear to 8
     x, s = torch.randn(3, 4), torch.randn(3, 5, 16)
     y = dot(x, None, s, None, 8)
     assert y.shape == (3, 8)
