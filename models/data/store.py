@@ -43,6 +43,9 @@ class ShardedArray:
         return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):  # rows first, then the other axes
+            rows = self[key[0]] if key else self[:]
+            return rows[(slice(None), *key[1:])] if rows.ndim == self.ndim else rows[key[1:]]
         if isinstance(key, int | np.integer):
             key = int(key) + (len(self) if key < 0 else 0)
             k = int(np.searchsorted(self.offsets, key, side="right")) - 1
