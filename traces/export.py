@@ -5,8 +5,9 @@ Design (see traces/FORMAT.md, "Exporting a PyTorch model"):
   type) is in `MODULE_HANDLERS` (nn.Linear, nn.EmbeddingBag, activations, LayerNorm, ...) or it
   defines `trace_ops(ctx, inputs, output) -> op id | None`. A leaf's inner work is not traced
   again (nested leaves are skipped), so a module states its own ops once.
-- *Glue code* between modules (torch.cat/stack, +, *, relu/sigmoid on tensors) is recorded by a
-  `TorchFunctionMode` as concat / sum / mul / activation ops; views and reshapes pass the
+- *Glue code* between modules (torch.cat/stack, +, *, relu/sigmoid on tensors, mm/bmm/matmul/
+  F.linear, F.scaled_dot_product_attention) is recorded by a `TorchFunctionMode` as concat /
+  sum / mul / activation / fc / attention ops; views and reshapes pass the
   producer through; any other function that touches traced tensors passes its producers
   through too and is listed in `metadata["export"]["untraced_functions"]`.
 - Data flow is tracked by tensor identity: every traced tensor maps to the op(s) producing it;
@@ -219,6 +220,7 @@ _ACT = {
     "gelu": "gelu",
     "silu": "silu",
 }
+_MATMUL = {"mm", "bmm", "matmul", "__matmul__", "linear"}
 _ALIAS = {
     "view",
     "reshape",
@@ -276,6 +278,32 @@ class _GlueMode(TorchFunctionMode):
             rows, width = ctx.rows_width(out)
             kind = "sum" if name in _SUM else "mul"
             op = ctx.add(kind, {"rows": rows, "width": width, "n_inputs": 2}, srcs)
+            ctx.set_producers(out, (op,))
+        elif name in _MATMUL and isinstance(out, torch.Tensor) and out.dim() >= 2:
+            a, w = args[0], args[1]
+            k, n = int(a.shape[-1]), int(out.shape[-1])
+            static = name == "linear" or (isinstance(w, nn.Parameter))
+            bias = name == "linear" and len(args) > 2 and args[2] is not None
+            op = ctx.add(
+                "fc",
+                {"m": int(out.numel()) // n, "k": k, "n": n, "bias": bias, "static": static},
+                srcs,
+            )
+            ctx.set_producers(out, (op,))
+        elif name == "scaled_dot_product_attention" and isinstance(out, torch.Tensor):
+            q = args[0] if args else kwargs["query"]
+            *lead, t, d = q.shape
+            heads = int(lead[-1]) if len(lead) >= 2 else 1
+            op = ctx.add(
+                "attention",
+                {
+                    "batch": int(np.prod(lead)) // heads,
+                    "tokens": int(t),
+                    "width": heads * int(d),
+                    "heads": heads,
+                },
+                srcs,
+            )
             ctx.set_producers(out, (op,))
         elif name in _ACT and isinstance(out, torch.Tensor):
             rows, width = ctx.rows_width(out)

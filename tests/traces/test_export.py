@@ -261,3 +261,43 @@ def test_cli_export_bad_data(cli, tmp_path):
         out,
     )
     assert r.status == 2 and "line 1 has 3 columns" in r.err and not out.exists()
+
+
+def test_glue_matmul_and_attention_match_flop_counter():
+    """Functional matrix products between modules become fc / attention ops whose FLOPs equal
+    FlopCounterMode's (bmm, mm, F.linear, scaled dot-product attention)."""
+    import torch.nn.functional as F
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = torch.nn.Linear(16, 16)
+            self.w = torch.nn.Parameter(torch.rand(16, 8))
+
+        def forward(self, x):  # x: [B, T, 16]
+            q = self.q(x)
+            heads = q.view(q.shape[0], q.shape[1], 4, 4).transpose(1, 2)
+            att = F.scaled_dot_product_attention(heads, heads, heads)
+            y = att.transpose(1, 2).reshape(x.shape)
+            g = torch.bmm(y, y.transpose(1, 2))  # [B, T, T]
+            return F.linear(g.flatten(1), torch.ones(3, 36)) + (y.flatten(0, 1) @ self.w).sum()
+
+    model, x = Net(), torch.rand(2, 6, 16)
+    trace = export_trace(model, (x,), name="glue")
+    kinds = [(op.kind, op.params.get("static")) for op in trace.ops]
+    assert kinds == [
+        ("fc", True),
+        ("attention", None),
+        ("fc", False),
+        ("fc", True),
+        ("fc", True),
+        ("sum", None),
+    ]
+    att = trace.ops[1].params
+    assert att == {"batch": 2, "tokens": 6, "width": 16, "heads": 4}
+    check = flop_cross_check(trace, torch_flop_count(model, (x,)))
+    # torch 2.13 CPU: FlopCounterMode counts nothing for F.scaled_dot_product_attention (its CPU
+    # flash kernel has no flop formula), so the attention op (2*2*2*6*6*16 = 4608) is the gap.
+    assert trace.ops[1].macs * 2 == 4608
+    assert check["trace_matmul_flops"] - 4608 == check["torch_flop_counter_flops"]
+    assert set(check["torch_by_op"]) == {"addmm", "bmm", "mm"}
