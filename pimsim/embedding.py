@@ -1,0 +1,425 @@
+"""Embedding gather-reduce on the host, on rank-level NMP units and on bank-level PIM units.
+
+Request stream: row r of table t lives in slot r mod S of its placement (S = (channel, rank)
+slots, `pimsim.mapping`), at local burst base_t + (r div S) x k + j for its k bursts
+(row bytes = dim x dtype_bits / 8 rounded up to whole bursts). Inside a rank a DRAM page is filled
+by consecutive bursts, then the next page goes to the next bank (bank groups first). Addresses
+are encoded with the preset's address-mapping scheme, so the DRAM core decodes them back.
+
+Cost model of one embedding_bag (both modes, stated once):
+- memory time: the gathers through the DRAM core with data path "channel" (host), "rank" (rank
+  NMP: each rank's controller serves its own rows) or "bank" (bank PIM); cycle mode simulates
+  them (`simulate_requests`, requests offered at once), fast mode uses the closed form below;
+- reduce compute: rank NMP = rows of the busiest rank x dim / (lanes x units x clock); bank PIM
+  = bursts of the busiest unit / clock (one SIMD op per column command); host = FLOPs / peak;
+- a pipelined unit overlaps the two: latency = max(memory, compute) + readout (+ host op
+  overhead on the host), where readout moves one partial vector per (sample, rank) or
+  (sample, PIM unit) pair across the channels at their peak bandwidth (rank NMP: from the DIMM
+  buffer, no DRAM energy; bank PIM: read bursts, charged at the DRAM read energy);
+- rank NMP cache: an LRU of cache_bytes / row_bytes rows per rank over the index stream (in trace
+  order, across ops); hits skip DRAM; every access costs one cache access per 64 B.
+- cycle mode simulates at most `sample_requests` DRAM requests per op (the first whole samples
+  of the batch) and scales time and DRAM energy by requests / simulated requests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from numba import njit
+
+from pimsim.mapping import TableLayout
+from pimsim.spec import HardwareSpec
+
+DEFAULT_SAMPLE_REQUESTS = 16384
+
+
+@lru_cache(maxsize=64)
+def _field_shifts(dram_json: str, scheme: str) -> dict[str, int]:
+    from pimsim.dram.mapping import encode_address
+    from pimsim.spec import DramSpec
+
+    d = DramSpec.model_validate_json(dram_json)
+    out = {}
+    for name in ("channel", "rank", "bankgroup", "bank", "row", "column"):
+        size = {
+            "channel": d.channels,
+            "rank": d.ranks_per_channel,
+            "bankgroup": d.bank_groups_per_rank,
+            "bank": d.banks_per_group,
+            "row": d.rows_per_bank,
+            "column": d.columns_per_row // d.burst_length,
+        }[name]
+        out[name] = (
+            encode_address(d, **{name: 1}, scheme=scheme).bit_length() - 1 if size > 1 else 0
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Gather:
+    """DRAM requests of one op: byte addresses plus per-request slot (global rank) and unit."""
+
+    addr: np.ndarray  # uint64, one burst each
+    rank: np.ndarray  # int64 global rank index (channel * ranks + rank)
+    channel: np.ndarray  # int64
+    bank_unit: np.ndarray  # int64 global bank-PIM unit index (for bank PIM)
+    sample: np.ndarray  # int64 sample of each request
+
+
+def gather_requests(
+    spec: HardwareSpec, layout: TableLayout, rows: np.ndarray, sample: np.ndarray
+) -> Gather:
+    """The burst requests of gathering `rows` (one entry per index) of a table."""
+    d = spec.dram
+    k = layout.bursts_per_row
+    slots = np.asarray(layout.slots, dtype=np.int64)
+    n_s = len(slots)
+    rows = rows.astype(np.int64)
+    slot = rows % n_s
+    local = layout.base_burst + (rows // n_s) * k
+    lb = (local[:, None] + np.arange(k, dtype=np.int64)[None, :]).ravel()
+    slot = np.repeat(slot, k)
+    sample = np.repeat(sample.astype(np.int64), k)
+    per_page = d.row_bytes // d.access_bytes
+    column = lb % per_page
+    page = lb // per_page
+    bank_flat = page % d.banks_per_rank
+    row = page // d.banks_per_rank
+    bg = bank_flat % d.bank_groups_per_rank
+    bank = bank_flat // d.bank_groups_per_rank
+    ch, rk = slots[slot, 0], slots[slot, 1]
+    sh = _field_shifts(d.model_dump_json(), d.controller.address_mapping)
+    addr = (
+        (ch << sh["channel"])
+        | (rk << sh["rank"])
+        | (bg << sh["bankgroup"])
+        | (bank << sh["bank"])
+        | (row << sh["row"])
+        | (column << sh["column"])
+    )
+    addr = addr.astype(np.uint64)  # the shifts are byte-address bit positions
+    grank = ch * d.ranks_per_channel + rk
+    bpu = spec.bank_pim.banks_per_unit if spec.bank_pim else 1
+    unit = grank * (d.banks_per_rank // bpu) + bank_flat // bpu
+    return Gather(addr, grank, ch, unit, sample)
+
+
+@njit(cache=True)
+def lru_hits_kernel(keys, slot, n_slots, capacity, node_key, prev, nxt, head, tail, size):  # noqa: ANN001, ANN201, E501
+    """Per access: hit (True) in its slot's LRU of `capacity` rows. The state (per node
+    g = slot x capacity + entry: key, prev, next; per slot: head = most recent, tail = least
+    recent, size) is updated in place; O(1) per access through one dictionary."""
+    n = keys.shape[0]
+    hit = np.zeros(n, np.bool_)
+    pos = dict()
+    for g in range(n_slots * capacity):
+        if node_key[g] >= 0:
+            pos[node_key[g] * n_slots + g // capacity] = g
+    for i in range(n):
+        s = slot[i]
+        key = keys[i] * n_slots + s
+        if key in pos:
+            hit[i] = True
+            g = pos[key]
+            if head[s] == g:
+                continue
+            # unlink g, then push it at the head
+            p, q = prev[g], nxt[g]
+            nxt[p] = q
+            if q >= 0:
+                prev[q] = p
+            else:
+                tail[s] = p
+        else:
+            if size[s] < capacity:
+                g = s * capacity + size[s]
+                size[s] += 1
+                if tail[s] < 0:
+                    tail[s] = g
+            else:
+                g = tail[s]
+                del pos[node_key[g] * n_slots + s]
+                p = prev[g]
+                if p >= 0:
+                    nxt[p] = -1
+                    tail[s] = p
+                else:
+                    head[s] = -1
+                    tail[s] = g
+            node_key[g] = keys[i]
+            pos[key] = g
+            if head[s] == g:
+                continue
+        prev[g] = -1
+        nxt[g] = head[s]
+        if head[s] >= 0:
+            prev[head[s]] = g
+        head[s] = g
+        if tail[s] < 0:
+            tail[s] = g
+    return hit
+
+
+class LruCache:
+    """Per-rank LRU caches of hot rows, kept across the ops of one trace (trace order)."""
+
+    def __init__(self, n_slots: int, capacity_rows: int) -> None:
+        self.n_slots, self.capacity = n_slots, capacity_rows
+        cap = max(1, capacity_rows)
+        self.node_key = np.full(n_slots * cap, -1, np.int64)
+        self.prev = np.full(n_slots * cap, -1, np.int64)
+        self.nxt = np.full(n_slots * cap, -1, np.int64)
+        self.head = np.full(n_slots, -1, np.int64)
+        self.tail = np.full(n_slots, -1, np.int64)
+        self.size = np.zeros(n_slots, np.int64)
+
+    def access(self, table: int, rows: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        if self.capacity == 0 or rows.size == 0:
+            return np.zeros(rows.size, bool)
+        keys = (np.int64(table) << np.int64(40)) | rows.astype(np.int64)
+        return lru_hits_kernel(
+            keys,
+            slot.astype(np.int64),
+            self.n_slots,
+            self.capacity,
+            self.node_key,
+            self.prev,
+            self.nxt,
+            self.head,
+            self.tail,
+            self.size,
+        )
+
+
+def nmp_cache_rows(spec: HardwareSpec, row_bytes: int) -> int:
+    n = spec.rank_nmp
+    if n is None or n.cache_policy == "none":
+        return 0
+    return n.cache_bytes // row_bytes
+
+
+DRAM_KEYS = {
+    "act_pre": "dram_act_pj",
+    "rd": "dram_rd_pj",
+    "wr": "dram_wr_pj",
+    "ref": "dram_ref_pj",
+    "background_active": "dram_background_pj",
+    "background_precharged": "dram_background_pj",
+}
+
+
+@dataclass(frozen=True)
+class MemCost:
+    """DRAM part of a gather: time in ns and energy in pJ by component (`dram_*_pj`)."""
+
+    time_ns: float
+    energy_pj: dict[str, float]
+    requests: int
+    acts: float
+
+
+def dram_energy_keys(raw: dict[str, float], scale: float = 1.0) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, name in DRAM_KEYS.items():
+        out[name] = out.get(name, 0.0) + raw.get(key, 0.0) * scale
+    return out
+
+
+def gather_cycle(
+    spec: HardwareSpec, g: Gather, data_path: str, sample_requests: int | None
+) -> MemCost:
+    """Simulate the requests (at most `sample_requests`, whole samples first) in the DRAM core."""
+    from pimsim.dram.simulate import simulate_requests
+
+    n = g.addr.size
+    if n == 0:
+        return MemCost(0.0, dram_energy_keys({}), 0, 0.0)
+    m = n
+    if sample_requests is not None and n > sample_requests:
+        last = g.sample[sample_requests - 1]
+        m = int(np.searchsorted(g.sample, last, side="right"))
+    res = simulate_requests(
+        spec.dram, g.addr[:m], np.zeros(m, bool), np.zeros(m, np.int64), data_path=data_path
+    )
+    scale = n / m
+    return MemCost(
+        res.total_ns * scale,
+        dram_energy_keys(res.energy_pj, scale),
+        n,
+        res.command_counts["ACT"] * scale,
+    )
+
+
+def _expected_distinct(units: float, draws: float) -> float:
+    """Expected distinct units hit by `draws` uniform draws over `units`."""
+    return units * (1.0 - (1.0 - 1.0 / units) ** draws) if units > 1 else min(1.0, draws)
+
+
+def gather_fast(
+    spec: HardwareSpec, layout: TableLayout, table_rows: int, n_rows: int, data_path: str
+) -> MemCost:
+    """Closed form of gathering `n_rows` uniformly spread rows (k bursts each) of a table.
+
+    Row hits: a table holding at most one page per bank keeps its pages open (ACTs = pages);
+    otherwise a gather opens a page with probability 1 - 1 / pages-per-bank. Per rank slot
+    (rows balanced over the slots), the time is the largest of: the ACT rate (tRRD / tFAW / tRC,
+    `closed_forms.activate_rate_per_dram_cycle`), tRC per bank, tCCD_L per bank group, and
+    (channel / rank paths) the data bus: one burst per tBL (plus tRTRS on rank switches in the
+    channel path). Refresh stretches it by 1 / (1 - refresh overhead); one unloaded miss latency
+    is added. Energy: ACT, RD and REF counts x per-command energy, background over the time.
+    """
+    from pimsim.dram.closed_forms import (
+        activate_rate_per_dram_cycle,
+        refresh_overhead_fraction,
+        unloaded_read_latency_dram_cycles,
+    )
+    from pimsim.dram.energy import dram_energy_table
+
+    d, t = spec.dram, spec.dram.timing
+    if n_rows == 0:
+        return MemCost(0.0, dram_energy_keys({}), 0, 0.0)
+    k = layout.bursts_per_row
+    n_s = len(layout.slots)
+    per_page = d.row_bytes // d.access_bytes
+    slot_pages = math.ceil(math.ceil(table_rows / n_s) * k / per_page)
+    if slot_pages <= d.banks_per_rank:
+        acts = float(min(n_rows, slot_pages * n_s))
+    else:
+        acts = n_rows * (1.0 - d.banks_per_rank / slot_pages)
+    req = n_rows * k
+    req_s, acts_s = req / n_s, acts / n_s
+    # banks and bank groups holding the table in a slot; of those, the banks a full read queue
+    # (Q requests = Q / k rows) reaches on average bound how many row cycles (tRC) overlap.
+    banks = min(d.banks_per_rank, slot_pages)
+    groups = min(d.bank_groups_per_rank, slot_pages)
+    queued_rows = d.controller.read_queue_entries / k
+    if data_path == "channel":
+        queued_rows /= n_s / len({c for c, _ in layout.slots})
+    reach = _expected_distinct(banks, queued_rows)
+    bounds = [
+        acts_s / activate_rate_per_dram_cycle(d),
+        acts_s / reach * t.trc_cycles,
+        req_s / groups * t.tccd_l_cycles,
+    ]
+    if data_path != "bank":
+        bounds.append(req_s * t.tccd_s_cycles)
+    if data_path == "channel":
+        chans = {c for c, _ in layout.slots}
+        ranks_per_ch = n_s / len(chans)
+        switch = t.trtrs_cycles * (1.0 - 1.0 / ranks_per_ch)
+        bounds.append(req / len(chans) * (t.tbl_cycles + switch))
+    cycles = max(bounds) / (1.0 - refresh_overhead_fraction(d))
+    cycles += unloaded_read_latency_dram_cycles(d, "miss")
+    time_ns = cycles * t.tck_ps / 1000.0
+    tab = dram_energy_table(d)
+    n_ranks = d.channels * d.ranks_per_channel
+    raw = {
+        "act_pre": acts * tab["act_pre_pj"],
+        "rd": req * tab["rd_pj"],
+        "ref": n_ranks * cycles / t.trefi_cycles * tab["ref_pj"],
+        "background_active": n_s * cycles * tab["background_active_pj_per_dram_cycle"],
+        "background_precharged": (n_ranks - n_s)
+        * cycles
+        * tab["background_precharged_pj_per_dram_cycle"],
+    }
+    return MemCost(time_ns, dram_energy_keys(raw), req, acts)
+
+
+def bag_samples(op) -> np.ndarray:  # noqa: ANN001
+    """Sample id of every index of an embedding_bag (from its CSR offsets)."""
+    off = op.offsets
+    return np.repeat(np.arange(len(off) - 1, dtype=np.int64), np.diff(off))
+
+
+def embedding_cost(  # noqa: ANN201
+    spec: HardwareSpec,
+    op,  # noqa: ANN001
+    layout: TableLayout,
+    unit: str,
+    mode: str,
+    cache: LruCache | None,
+    sample_requests: int | None,
+):
+    """Latency and energy of one embedding_bag on `unit` ("host", "rank_nmp", "bank_pim");
+    see the module doc for the model. Returns a `pimsim.units.OpCost`."""
+    from pimsim.dram.energy import dram_energy_table
+    from pimsim.units import OpCost, host_bandwidth_gbps, host_cost
+
+    d = spec.dram
+    p = op.params
+    rows = op.indices
+    if rows is None:
+        rows = np.zeros(0, np.int64)
+        sample = rows
+    else:
+        sample = bag_samples(op)
+    nnz = int(rows.size)
+    n_s = len(layout.slots)
+    k = layout.bursts_per_row
+    vec_bytes = k * d.access_bytes
+    slot_of = rows.astype(np.int64) % n_s
+    hit = np.zeros(nnz, bool)
+    energy: dict[str, float] = {}
+    if unit == "rank_nmp" and cache is not None and cache.capacity > 0:
+        hit = cache.access(p["table"], rows, slot_of)
+        energy["nmp_cache_pj"] = (
+            nnz * math.ceil(vec_bytes / 64) * spec.rank_nmp.cache_energy_pj_per_64b
+        )
+    miss_rows, miss_sample = rows[~hit], sample[~hit]
+    path = {"host": "channel", "rank_nmp": "rank", "bank_pim": "bank"}[unit]
+    if mode == "cycle":
+        g = gather_requests(spec, layout, miss_rows, miss_sample)
+        mem = gather_cycle(spec, g, path, sample_requests)
+    else:
+        g = None
+        mem = gather_fast(spec, layout, p["rows"], int(miss_rows.size), path)
+    energy.update(mem.energy_pj)
+    info = {
+        "requests": float(mem.requests),
+        "acts": float(mem.acts),
+        "cache_hits": float(hit.sum()),
+        "memory_ns": mem.time_ns,
+    }
+    if unit == "host":
+        useful = nnz * vec_bytes
+        mem_ns = max(mem.time_ns, useful / host_bandwidth_gbps(spec, mode))
+        c = host_cost(spec, op, mode, mem_ns=mem_ns, mem_energy=energy)
+        return OpCost(c.latency_ns, c.energy_pj, {**info, **c.info})
+    chans = len({c for c, _ in layout.slots})
+    per_channel_gbps = d.peak_bandwidth_gbps / d.channels
+    lane_ops = max(op.flops, 0)
+    if unit == "rank_nmp":
+        u = spec.rank_nmp
+        if mode == "cycle":
+            busiest = float(np.bincount(slot_of, minlength=n_s).max()) if nnz else 0.0
+            pairs = float(np.unique(sample * n_s + slot_of).size)
+        else:
+            busiest = nnz / n_s
+            pairs = op.params["batch"] * _expected_distinct(n_s, nnz / max(1, p["batch"]))
+        compute_ns = busiest * p["dim"] / (u.simd_lanes * u.units_per_rank * u.clock_mhz / 1e3)
+        energy["nmp_compute_pj"] = lane_ops * u.energy_pj_per_op
+    else:
+        u = spec.bank_pim
+        units_per_rank = d.banks_per_rank // u.banks_per_unit
+        n_units = n_s * units_per_rank
+        if mode == "cycle":
+            busiest = float(np.bincount(g.bank_unit).max()) if g.addr.size else 0.0
+            pairs = float(
+                np.unique(
+                    g.sample * (d.channels * d.ranks_per_channel * units_per_rank) + g.bank_unit
+                ).size
+            )
+        else:
+            busiest = miss_rows.size * k / n_units
+            pairs = p["batch"] * _expected_distinct(n_units, nnz / max(1, p["batch"]))
+        compute_ns = busiest / (u.clock_mhz / 1e3)
+        energy["pim_compute_pj"] = lane_ops * u.energy_pj_per_op
+        energy["dram_rd_pj"] += pairs * k * dram_energy_table(d)["rd_pj"]
+    readout_ns = pairs * vec_bytes / (chans * per_channel_gbps)
+    latency = max(mem.time_ns, compute_ns) + readout_ns
+    info.update({"compute_ns": compute_ns, "readout_ns": readout_ns, "partial_vectors": pairs})
+    return OpCost(latency, energy, info)
