@@ -126,6 +126,8 @@ def write_trace(trace: Trace, path: str | Path) -> None:
         if streams:
             os.replace(tmp_files[0], bin_path)
         os.replace(tmp_json, path)
+        if not streams:
+            bin_path.unlink(missing_ok=True)  # a stale array file of an earlier trace here
     except BaseException:
         for tmp in tmp_files:
             Path(tmp).unlink(missing_ok=True)

@@ -64,7 +64,8 @@ def traces_(draw) -> Trace:
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(trace=traces_())
-def test_write_read_identical(tmp_path, trace):
+def test_write_read_identical(tmp_path_factory, trace):
+    tmp_path = tmp_path_factory.mktemp("rt")
     path = tmp_path / "t.json"
     write_trace(trace, path)
     back = read_trace(path)
@@ -102,8 +103,10 @@ def test_streams_are_lazy_memory_maps(tmp_path):
 def test_no_arrays_file_without_streams(tmp_path):
     from traces.builder import build_dlrm
 
+    write_trace(build_dlrm([10], batch_size=4), tmp_path / "t.json")
+    assert (tmp_path / "t.arrays.bin").exists()
     trace = build_dlrm([10], batch_size=4, with_indices=False)
-    write_trace(trace, tmp_path / "t.json")
+    write_trace(trace, tmp_path / "t.json")  # overwriting removes the stale array file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
     assert read_trace(tmp_path / "t.json") == trace
 
