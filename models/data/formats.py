@@ -75,26 +75,25 @@ class ParsedChunk:
         return int(self.label.shape[0])
 
 
-def hash_strings(values: list[str] | tuple[str, ...]) -> np.ndarray:
-    """Stable FNV-1a 64-bit keys of strings; '' -> 0 (missing); never 0 otherwise."""
+def hash_strings(values: list[str]) -> np.ndarray:
+    """Stable FNV-1a 64-bit keys of the strings' UTF-8 bytes; '' -> 0 (missing); never 0
+    otherwise. Vectorised over the strings: one pass per byte position."""
     n = len(values)
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
-    try:
-        raw = np.array(values, dtype=np.bytes_)
-    except UnicodeEncodeError:
-        raw = np.array([v.encode("utf-8", "replace") for v in values], dtype=np.bytes_)
-    width = raw.dtype.itemsize
-    if width == 0:
-        return np.zeros(n, dtype=np.uint64)
-    octets = raw.view(np.uint8).reshape(n, width)
+    blob = "".join(values).encode("utf-8", "replace")
+    lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    if len(blob) != int(lens.sum()):  # non-ASCII: byte lengths differ from character lengths
+        lens = np.fromiter((len(v.encode("utf-8", "replace")) for v in values), np.int64, n)
+    octets = np.frombuffer(blob, dtype=np.uint8)
+    starts = np.cumsum(lens) - lens
     h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
-    for j in range(width):
-        b = octets[:, j].astype(np.uint64)
-        # Skip the zero padding of shorter strings so a key never depends on the chunk's width.
-        h = np.where(b != 0, (h ^ b) * _FNV_PRIME, h)
+    last = max(len(octets) - 1, 0)
+    for j in range(int(lens.max())):
+        b = octets[np.minimum(starts + j, last)].astype(np.uint64)
+        h = np.where(lens > j, (h ^ b) * _FNV_PRIME, h)
     h[h == 0] = 1
-    h[octets[:, 0] == 0] = 0  # empty string: missing
+    h[lens == 0] = 0  # empty string: missing
     return h
 
 
@@ -104,7 +103,7 @@ def dense_transform(x: np.ndarray) -> np.ndarray:
     return np.log1p(np.maximum(x, 0.0)).astype(np.float32)
 
 
-def _floats(col: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _floats(col: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Parse a column of numbers: (values with NaN for empty, mask of unparseable/infinite)."""
     try:
         vals = np.array([v or "nan" for v in col], dtype=np.float64)
@@ -133,7 +132,7 @@ class RawFormat:
         self.header_lines = 0
 
     def open_lines(self, chunk_rows: int) -> Iterator[list[str]]:
-        """Chunks of at most `chunk_rows` data lines (header skipped, newline stripped)."""
+        """Chunks of at most `chunk_rows` raw lines (header skipped, line ends kept)."""
         with open(self.path, encoding="utf-8", errors="replace", newline="") as fh:
             for _ in range(self.header_lines):
                 fh.readline()
@@ -147,26 +146,39 @@ class RawFormat:
                 yield chunk
 
     def chunks(self, chunk_rows: int) -> Iterator[ParsedChunk]:
+        delim, ncol = self.delimiter, self.n_columns
         for lines in self.open_lines(chunk_rows):
             nbytes = sum(len(line) for line in lines)
-            rows = [line.rstrip("\r\n").split(self.delimiter) for line in lines]
-            rows = [r for r in rows if r != [""]]  # blank lines are not rows
+            counts = [line.count(delim) for line in lines]
+            good = [line for line, c in zip(lines, counts, strict=True) if c == ncol - 1]
             bad: Counter = Counter()
-            good = [r for r in rows if len(r) == self.n_columns]
-            if len(good) != len(rows):
-                bad["wrong_column_count"] += len(rows) - len(good)
-            chunk = self.parse(good, bad)
+            if len(good) != len(lines):
+                blank = sum(
+                    1 for line, c in zip(lines, counts, strict=True) if c == 0 and not line.strip()
+                )
+                bad["wrong_column_count"] += len(lines) - len(good) - blank
+            # One split of the whole chunk, then strided slices: no per-row lists.
+            text = "".join(good)
+            if "\r" in text:
+                text = text.replace("\r\n", "\n")
+            if text and not text.endswith("\n"):
+                text += "\n"
+            fields = text.replace("\n", delim).split(delim)[:-1]
+            cols = [fields[j::ncol] for j in range(ncol)]
+            chunk = self.parse(cols, len(good), bad)
             chunk.malformed = bad
             chunk.bytes_read = nbytes
             yield chunk
 
-    def parse(self, rows: list[list[str]], bad: Counter) -> ParsedChunk:  # pragma: no cover
+    def parse(self, cols: list[list[str]], n: int, bad: Counter) -> ParsedChunk:  # pragma: no cover
+        """Parse `n` well-formed rows given as columns (lists of field strings)."""
         raise NotImplementedError
 
     # Shared by the formats: label, dense and sparse columns by position.
     def _assemble(
         self,
-        rows: list[list[str]],
+        cols: list[list[str]],
+        n: int,
         bad: Counter,
         label_col: int,
         dense_cols: list[int],
@@ -178,7 +190,6 @@ class RawFormat:
     ) -> ParsedChunk:
         """Parse label/dense columns by position; `sparse_parts` are column positions to hash or
         precomputed key arrays (one per row), in feature order."""
-        n = len(rows)
         n_sparse = len(self.sparse_features)
         if n == 0:
             return ParsedChunk(
@@ -186,7 +197,6 @@ class RawFormat:
                 np.zeros((0, len(self.dense_features)), np.float32),
                 keys=np.zeros((0, n_sparse), np.uint64),
             )
-        cols = list(zip(*rows, strict=True))
         label, label_bad = _floats(cols[label_col])
         if label_from_count:
             label_bad |= ~(label >= 0) | (label != np.floor(label))
@@ -237,8 +247,8 @@ class CriteoFormat(RawFormat):
             self.delimiter = ","
             self.header_lines = 1
 
-    def parse(self, rows: list[list[str]], bad: Counter) -> ParsedChunk:
-        return self._assemble(rows, bad, 0, list(range(1, 14)), [*range(14, 40)])
+    def parse(self, cols: list[list[str]], n: int, bad: Counter) -> ParsedChunk:
+        return self._assemble(cols, n, bad, 0, list(range(1, 14)), [*range(14, 40)])
 
 
 class AvazuFormat(RawFormat):
@@ -268,11 +278,10 @@ class AvazuFormat(RawFormat):
         self.header_lines = 1
         self._weekday_cache: dict[int, int] = {}
 
-    def parse(self, rows: list[list[str]], bad: Counter) -> ParsedChunk:
-        n = len(rows)
+    def parse(self, cols: list[list[str]], n: int, bad: Counter) -> ParsedChunk:
         if n == 0:
-            return self._assemble(rows, bad, 1, [], [])
-        hours, hour_bad = _floats(tuple(r[2] for r in rows))
+            return self._assemble(cols, n, bad, 1, [], [])
+        hours, hour_bad = _floats(cols[2])
         hour_bad = hour_bad | ~np.isfinite(hours) | (hours != np.floor(hours))
         hv = np.where(hour_bad, 0, hours).astype(np.int64)
         hh = hv % 100
@@ -285,7 +294,8 @@ class AvazuFormat(RawFormat):
         hour_key = (hh + 1).astype(np.uint64)
         weekday_key = (weekday + 1).astype(np.uint64)
         return self._assemble(
-            rows,
+            cols,
+            n,
             bad,
             1,
             [],
@@ -322,21 +332,24 @@ class Kdd12Format(RawFormat):
         if profile and self.n_columns == 12:
             self._profile = _load_profile(Path(profile))
 
-    def parse(self, rows: list[list[str]], bad: Counter) -> ParsedChunk:
+    def parse(self, cols: list[list[str]], n: int, bad: Counter) -> ParsedChunk:
         base: list[int | np.ndarray] = [2, 3, 4, 7, 8, 9, 10, 11]
         if self.n_columns == 14:
-            return self._assemble(rows, bad, 0, [1, 5, 6], [*base, 12, 13], label_from_count=True)
-        n = len(rows)
+            return self._assemble(
+                cols, n, bad, 0, [1, 5, 6], [*base, 12, 13], label_from_count=True
+            )
         gender = np.zeros(n, dtype=np.uint64)
         age = np.zeros(n, dtype=np.uint64)
         if self._profile is not None and n and len(self._profile[0]):
             users, g, a = self._profile
-            uk = hash_strings(tuple(r[11] for r in rows))
+            uk = hash_strings(cols[11])
             pos = np.clip(np.searchsorted(users, uk), 0, len(users) - 1)
             found = (users[pos] == uk) & (uk != 0)
             gender = np.where(found, g[pos], np.uint64(0))
             age = np.where(found, a[pos], np.uint64(0))
-        return self._assemble(rows, bad, 0, [1, 5, 6], [*base, gender, age], label_from_count=True)
+        return self._assemble(
+            cols, n, bad, 0, [1, 5, 6], [*base, gender, age], label_from_count=True
+        )
 
 
 def _load_profile(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -168,7 +168,8 @@ def iter_batches(
     Without shuffle: file order. With shuffle: each shard is cut into contiguous blocks of
     `block_rows` rows; the blocks are visited in a random order and the rows inside each block
     are permuted, so memory stays at about one block plus one batch whatever the split size.
-    The order depends only on `seed` (and `block_rows`).
+    The order depends only on `seed` (and `block_rows`). Every batch is a C-contiguous,
+    writable array that the caller may keep or hand to torch.from_numpy.
     """
     if batch_size < 1:
         raise PimrecError("batch size must be at least 1", field="batch_size")
@@ -199,11 +200,10 @@ def iter_batches(
         n = hi - lo
         while start + batch_size <= n:
             stop = start + batch_size
-            yield (
-                np.ascontiguousarray(d[start:stop]),
-                np.ascontiguousarray(s[start:stop]),
-                np.ascontiguousarray(y[start:stop]),
-            )
+            if shuffle:  # rows of a private, permuted copy of the block
+                yield d[start:stop], s[start:stop], y[start:stop]
+            else:  # fresh writable arrays, not views of the read-only memmaps
+                yield np.array(d[start:stop]), np.array(s[start:stop]), np.array(y[start:stop])
             start = stop
         if start < n:
             pending.append((d[start:], s[start:], y[start:]))

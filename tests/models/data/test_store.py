@@ -59,6 +59,7 @@ def test_in_order_batches(folders):
         np.testing.assert_array_equal(sparse, np.asarray(sp.sparse))
         np.testing.assert_array_equal(dense, np.asarray(sp.dense))
         assert all(b[1].flags.c_contiguous and b[1].dtype == np.int32 for b in batches)
+        assert all(b[0].flags.writeable and not isinstance(b[0], np.memmap) for b in batches)
         dropped = list(iter_batches(sp, 512, shuffle=False, seed=0, drop_last=True))
         assert [len(y) for *_, y in dropped] == [512] * 7
 
