@@ -208,8 +208,8 @@ register_module(nn.Identity, _passthrough)
 # ---- glue code between modules ------------------------------------------------------------
 
 _CONCAT = {"cat", "concat", "concatenate", "stack", "hstack"}
-_SUM = {"add", "__add__", "__radd__", "__iadd__", "add_"}
-_MUL = {"mul", "__mul__", "__rmul__", "__imul__", "mul_"}
+_SUM = {"add", "__add__", "__radd__", "__iadd__", "add_", "sub", "__sub__", "__rsub__", "sub_"}
+_MUL = {"mul", "__mul__", "__rmul__", "__imul__", "mul_", "div", "__truediv__", "__rtruediv__"}
 _ACT = {
     "relu": "relu",
     "relu_": "relu",

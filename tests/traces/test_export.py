@@ -301,3 +301,21 @@ def test_glue_matmul_and_attention_match_flop_counter():
     assert trace.ops[1].macs * 2 == 4608
     assert check["trace_matmul_flops"] - 4608 == check["torch_flop_counter_flops"]
     assert set(check["torch_by_op"]) == {"addmm", "bmm", "mm"}
+
+
+def test_glue_sub_and_div_are_elementwise_ops():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            y = self.a(x)
+            return (y - 1.0) / 2.0
+
+    trace = export_trace(Net(), (torch.rand(5, 3),), name="net")
+    assert [(op.id, op.kind, op.inputs, op.flops) for op in trace.ops] == [
+        ("a", "fc", (), 2 * 5 * 3 * 4),
+        ("sum_0", "sum", ("a",), 20),
+        ("mul_0", "mul", ("sum_0",), 20),
+    ]
