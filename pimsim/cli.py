@@ -37,9 +37,11 @@ def add_hw_arguments(parser: argparse.ArgumentParser, *, positional: bool = Fals
 
 def register(subparsers: Any) -> None:
     from pimsim.dram.cli import register as register_dram
+    from pimsim.sim_cli import register as register_sim
 
     _register_presets(subparsers)
     register_dram(subparsers)
+    register_sim(subparsers)
 
 
 def _register_presets(subparsers: Any) -> None:
