@@ -50,8 +50,8 @@ def register(subparsers: Any) -> None:
         help="build a standard-shape trace without PyTorch",
         description="Build the trace of a standard model (today: dlrm, the shapes of "
         "models.baselines.DLRM) over a named table set or a list of row counts, with synthetic "
-        "index streams (uniform, zipf:A, or meta: the reuse histogram of Meta's embedding "
-        "dataset).",
+        "index streams (uniform, zipf:A, meta: the reuse histogram of Meta's embedding "
+        "dataset, or hist:FILE.json with your own reuse histogram).",
         example="pimrec trace build dlrm --tables criteo --batch 2048 --pooling 1 "
         "--index zipf:1.05 -o t.json",
         handler=run_build,
@@ -89,7 +89,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=2048, help="batch size (default: 2048)")
     parser.add_argument("--embedding-dim", type=int, default=16, help="(default: 16)")
     parser.add_argument(
-        "--index", default="uniform", help="synthetic index distribution: uniform, zipf:A or meta"
+        "--index",
+        default="uniform",
+        help="synthetic index distribution: uniform, zipf:A, meta or hist:FILE.json",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--dtype-bits", type=int, default=32, help="bits per value (32)")

@@ -5,6 +5,8 @@ Every generator takes an explicit `numpy.random.Generator`. Spec strings (CLI `-
 - `zipf:A`: P(rank r) proportional to r^-A over the table's rows (A >= 0, bounded so A <= 1 is
   fine). Ranks are exact for the 65,536 hottest rows and a midpoint-rule continuous law beyond.
   Hot rows are scattered over the table by an affine permutation (row = start + rank*step mod rows).
+- `hist:FILE.json`: any reuse histogram, {"reuse_counts": [...], "row_fractions": [...]}, drawn
+  like `meta`.
 - `meta`: reproduces the reuse histogram of Meta's embedding-lookup dataset (hardware.md s7):
   each unique row of a batch is touched c times, with P(c = 1) = 34.2%, P(c <= 16) = 88.6%,
   mean reuse 12.7 and 7.6% of all accesses on rows used more than 32,768 times. The law is
@@ -35,18 +37,28 @@ META_MAX_USES = 262144  # our choice: the heaviest rows' reuse is not published
 
 @dataclass(frozen=True)
 class IndexDistribution:
-    """A parsed `--index` spec: kind is 'uniform', 'zipf' (with exponent) or 'meta'."""
+    """A parsed `--index` spec: kind is 'uniform', 'zipf' (with exponent), 'meta' or 'hist'
+    (reuse counts and the fraction of unique rows with each, from a JSON file)."""
 
     kind: str
     exponent: float = 0.0
+    reuse_counts: tuple[int, ...] = ()
+    row_fractions: tuple[float, ...] = ()
+    source: str = ""
 
     def __str__(self) -> str:
-        return f"zipf:{self.exponent:g}" if self.kind == "zipf" else self.kind
+        if self.kind == "zipf":
+            return f"zipf:{self.exponent:g}"
+        return f"hist:{self.source}" if self.kind == "hist" else self.kind
 
 
 def parse_index_spec(text: str) -> IndexDistribution:
-    """Parse 'uniform', 'zipf:A' or 'meta' (raises PimrecError otherwise)."""
-    expected = "uniform, zipf:A (A >= 0, e.g. zipf:1.05) or meta"
+    """Parse 'uniform', 'zipf:A', 'meta' or 'hist:FILE.json' (raises PimrecError otherwise).
+    The histogram file is {"reuse_counts": [1, 2, ...], "row_fractions": [0.3, 0.2, ...]}: the
+    fraction of a batch's unique rows used that many times (normalised here)."""
+    expected = "uniform, zipf:A (A >= 0, e.g. zipf:1.05), meta or hist:FILE.json"
+    if text.strip().startswith("hist:"):
+        return _load_histogram(text.strip()[5:])
     t = text.strip().lower()
     if t in ("uniform", "meta"):
         return IndexDistribution(t)
@@ -75,6 +87,10 @@ def generate_indices(
         return _scatter(zipf_ranks(rows, dist.exponent, n, rng), rows, rng)
     if dist.kind == "meta":
         return meta_indices(rows, n, rng)
+    if dist.kind == "hist":
+        counts = np.asarray(dist.reuse_counts, np.int64)
+        p = np.asarray(dist.row_fractions, np.float64)
+        return histogram_indices(counts, p / p.sum(), rows, n, rng)
     raise ValueError(f"unknown distribution {dist.kind}")
 
 
@@ -151,9 +167,52 @@ def meta_reuse_law() -> tuple[np.ndarray, np.ndarray, float]:
     return c.astype(np.int64), law(s), s
 
 
+def _load_histogram(name: str) -> IndexDistribution:
+    import json
+    from pathlib import Path
+
+    expected = '{"reuse_counts": [ints >= 1, increasing], "row_fractions": [numbers >= 0]}'
+    try:
+        doc = json.loads(Path(name).read_text())
+    except FileNotFoundError:
+        raise PimrecError("no such histogram file", file=name, field="--index") from None
+    except (OSError, ValueError) as exc:
+        raise PimrecError(f"cannot read histogram: {exc}", file=name, field="--index") from None
+    if not isinstance(doc, dict) or set(doc) != {"reuse_counts", "row_fractions"}:
+        raise PimrecError("bad histogram", file=name, expected=expected)
+    counts, fracs = doc["reuse_counts"], doc["row_fractions"]
+    ok = (
+        isinstance(counts, list)
+        and isinstance(fracs, list)
+        and len(counts) == len(fracs) > 0
+        and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)
+        and all(b > a for a, b in zip(counts, counts[1:], strict=False))
+        and all(isinstance(f, int | float) and not isinstance(f, bool) and f >= 0 for f in fracs)
+        and sum(fracs) > 0
+    )
+    if not ok:
+        raise PimrecError(
+            "bad histogram", file=name, field="reuse_counts/row_fractions", expected=expected
+        )
+    return IndexDistribution(
+        "hist",
+        reuse_counts=tuple(counts),
+        row_fractions=tuple(float(f) for f in fracs),
+        source=name,
+    )
+
+
 def meta_indices(rows: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """`n` indices whose per-row reuse counts follow `meta_reuse_law` (stratified draw)."""
     counts, p, _ = meta_reuse_law()
+    return histogram_indices(counts, p, rows, n, rng)
+
+
+def histogram_indices(
+    counts: np.ndarray, p: np.ndarray, rows: int, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """`n` indices in [0, rows) whose unique rows are used `counts[i]` times with probability
+    `p[i]` (stratified over unique rows; trimmed or topped up in proportion to use to give n)."""
     if n == 0:
         return np.zeros(0, np.int64)
     mean = float((counts * p).sum())

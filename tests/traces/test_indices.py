@@ -100,3 +100,35 @@ def test_reuse_histogram_by_hand():
         "frac_at_most_16": 1.0,
         "hot_access_share": 0.0,
     }
+
+
+def test_user_histogram_file(tmp_path):
+    path = tmp_path / "h.json"
+    path.write_text('{"reuse_counts": [1, 4, 100], "row_fractions": [5, 4, 1]}')
+    dist = parse_index_spec(f"hist:{path}")
+    assert str(dist) == f"hist:{path}"
+    idx = generate_indices(dist, 1_000_000, 200_000, np.random.default_rng(0))
+    _, uses = np.unique(idx, return_counts=True)
+    # mean reuse = 0.5*1 + 0.4*4 + 0.1*100 = 12.1; fractions within 1 point.
+    assert uses.sum() / len(uses) == pytest.approx(12.1, rel=0.02)
+    assert abs(np.mean(uses == 1) - 0.5) < 0.01
+    assert abs(np.mean((uses >= 2) & (uses <= 8)) - 0.4) < 0.01
+
+
+@pytest.mark.parametrize(
+    "text, must_contain",
+    [
+        ('{"reuse_counts": [2, 1], "row_fractions": [1, 1]}', "bad histogram"),
+        ('{"reuse_counts": [0], "row_fractions": [1]}', "bad histogram"),
+        ('{"reuse_counts": [1], "row_fractions": [-1]}', "bad histogram"),
+        ('{"reuse_counts": [1]}', "bad histogram"),
+        ("[1", "cannot read histogram"),
+    ],
+)
+def test_bad_histogram_file(cli, tmp_path, text, must_contain):
+    path = tmp_path / "h.json"
+    path.write_text(text)
+    out = tmp_path / "t.json"
+    r = cli("trace", "build", "dlrm", "--tables", "10", "--index", f"hist:{path}", "-o", out)
+    assert r.status == 2 and must_contain in r.err and str(path) in r.err
+    assert len(r.err.strip().splitlines()) == 1 and not out.exists()
