@@ -251,7 +251,22 @@ def _cached_manifest(out: Path, settings_hash: str) -> dict | None:
     return manifest
 
 
+def _remove_stale_tmp(out: Path) -> None:
+    """Remove temporary folders of earlier prepares of `out` whose process is gone (killed)."""
+    if not out.parent.is_dir():
+        return
+    for tmp in out.parent.glob(f".{out.name}.tmp-*-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 2)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, OSError):
+            continue
+
+
 def _make_tmp(out: Path) -> Path:
+    _remove_stale_tmp(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
@@ -351,26 +366,29 @@ def _stratified_assignment(
 
 
 class _ShardWriter:
-    """Preallocated `.npy` shards of one split, filled in order."""
+    """Preallocated `.npy` shards of one split, filled in order. Each write maps the shard,
+    copies the rows in and unmaps, so written pages never pile up in this process."""
+
+    KINDS = ("dense", "sparse", "label")
 
     def __init__(
         self, folder: Path, split: str, rows: int, n_dense: int, n_sparse: int, shard_rows: int
     ) -> None:
         from numpy.lib.format import open_memmap
 
+        self.folder = folder
         self.shards: list[dict[str, Any]] = []
-        self.arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for k, lo in enumerate(range(0, rows, shard_rows)):
             n = min(shard_rows, rows - lo)
-            names = {kind: f"{split}-{k:05d}.{kind}.npy" for kind in ("dense", "sparse", "label")}
+            names = {kind: f"{split}-{k:05d}.{kind}.npy" for kind in self.KINDS}
             self.shards.append({**names, "rows": n})
-            self.arrays.append(
-                (
-                    open_memmap(folder / names["dense"], "w+", np.float32, (n, n_dense)),
-                    open_memmap(folder / names["sparse"], "w+", np.int32, (n, n_sparse)),
-                    open_memmap(folder / names["label"], "w+", np.float32, (n,)),
-                )
-            )
+            for kind, dtype, shape in (
+                ("dense", np.float32, (n, n_dense)),
+                ("sparse", np.int32, (n, n_sparse)),
+                ("label", np.float32, (n,)),
+            ):
+                arr = open_memmap(folder / names[kind], "w+", dtype, shape)
+                del arr  # header written, file sized; filled by write()
         self.shard_rows = shard_rows
         self.cursor = 0
 
@@ -378,19 +396,17 @@ class _ShardWriter:
         done = 0
         while done < len(label):
             k, off = divmod(self.cursor, self.shard_rows)
-            d, s, y = self.arrays[k]
-            take = min(len(label) - done, len(y) - off)
-            d[off : off + take] = dense[done : done + take]
-            s[off : off + take] = sparse[done : done + take]
-            y[off : off + take] = label[done : done + take]
+            shard = self.shards[k]
+            take = min(len(label) - done, shard["rows"] - off)
+            for kind, src in zip(self.KINDS, (dense, sparse, label), strict=True):
+                dst = np.load(self.folder / shard[kind], mmap_mode="r+")
+                dst[off : off + take] = src[done : done + take]
+                del dst  # unmapped; the kernel writes the pages back
             done += take
             self.cursor += take
 
     def close(self) -> None:
-        for arrays in self.arrays:
-            for a in arrays:
-                a.flush()
-        self.arrays = []
+        pass
 
 
 def _binary_entropy(p: np.ndarray) -> np.ndarray:

@@ -113,3 +113,17 @@ def test_sigkill_mid_prepare_leaves_no_complete_folder(tmp_path):
     (tmp,) = [p for p in tmp_path.iterdir()]
     assert tmp.name.startswith(".syn.tmp-") and any(tmp.iterdir())  # killed mid-write
     assert not (tmp / "manifest.json").exists()
+
+
+def test_stale_tmp_of_a_dead_process_is_removed(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(proc.stdout)
+    stale = tmp_path / f".out.tmp-{dead_pid}-abcd1234"
+    stale.mkdir()
+    (stale / "train-00000.dense.npy").write_bytes(b"partial")
+    live = tmp_path / f".out.tmp-{os.getpid()}-abcd1234"  # a running prepare: left alone
+    live.mkdir()
+    prepare("criteo", _criteo(tmp_path), tmp_path / "out")
+    assert not stale.exists() and live.exists()
