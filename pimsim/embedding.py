@@ -283,7 +283,7 @@ def gather_fast(
     if n_rows == 0:
         return MemCost(0.0, dram_energy_keys({}), 0, 0.0)
     k = layout.bursts_per_row
-    n_s = len(layout.slots)
+    n_s = min(len(layout.slots), table_rows)  # slots that hold at least one row
     per_page = d.row_bytes // d.access_bytes
     slot_pages = math.ceil(math.ceil(table_rows / n_s) * k / per_page)
     if slot_pages <= d.banks_per_rank:
@@ -298,7 +298,7 @@ def gather_fast(
     groups = min(d.bank_groups_per_rank, slot_pages)
     queued_rows = d.controller.read_queue_entries / k
     if data_path == "channel":
-        queued_rows /= n_s / len({c for c, _ in layout.slots})
+        queued_rows /= n_s / len({c for c, _ in layout.slots[:n_s]})
     reach = _expected_distinct(banks, queued_rows)
     bounds = [
         acts_s / activate_rate_per_dram_cycle(d),
@@ -308,7 +308,7 @@ def gather_fast(
     if data_path != "bank":
         bounds.append(req_s * t.tccd_s_cycles)
     if data_path == "channel":
-        chans = {c for c, _ in layout.slots}
+        chans = {c for c, _ in layout.slots[:n_s]}
         ranks_per_ch = n_s / len(chans)
         switch = t.trtrs_cycles * (1.0 - 1.0 / ranks_per_ch)
         bounds.append(req / len(chans) * (t.tbl_cycles + switch))

@@ -48,6 +48,19 @@ def _stream_bandwidth_cycle_gbps(dram_json: str) -> float:
     return res.bandwidth_gbps
 
 
+def stream_column_efficiency(d: DramSpec) -> float:
+    """Closed form of sequential streaming under the address mapping: consecutive bursts of a
+    channel fill one page, so column commands are tCCD_L apart unless the read queue spans
+    pages in other bank groups (span = 1 + queue entries // bursts per page, at most the bank
+    groups): efficiency = tBL / max(tBL, tCCD_L / span)."""
+    t = d.timing
+    span = min(
+        d.bank_groups_per_rank,
+        1 + d.controller.read_queue_entries // (d.row_bytes // d.access_bytes),
+    )
+    return t.tbl_cycles / max(t.tbl_cycles, t.tccd_l_cycles / span)
+
+
 def host_bandwidth_gbps(spec: HardwareSpec, mode: str) -> float:
     """Sustained host bandwidth: min(DRAM streaming bandwidth, peak x achievable fraction);
     streaming measured in the DRAM core (cycle) or refresh-limited closed form (fast)."""
@@ -58,7 +71,7 @@ def host_bandwidth_gbps(spec: HardwareSpec, mode: str) -> float:
     if mode == "cycle":
         stream = _stream_bandwidth_cycle_gbps(d.model_dump_json())
     else:
-        stream = refresh_limited_bandwidth_gbps(d)
+        stream = refresh_limited_bandwidth_gbps(d) * stream_column_efficiency(d)
     return min(stream, d.peak_bandwidth_gbps * spec.host.achievable_bandwidth_fraction)
 
 
