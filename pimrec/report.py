@@ -23,6 +23,15 @@ from pimrec import __version__
 REPORT_SCHEMA = "pimrec.report/1"
 
 
+def _umask_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_file_mode()
+
+
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: the input of `config_hash`."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default)
@@ -78,6 +87,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; give the file the usual umask mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

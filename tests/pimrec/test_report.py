@@ -48,3 +48,13 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         pass
     assert not path.exists()
     assert list(path.parent.iterdir()) == []
+
+
+def test_written_files_get_the_umask_mode(tmp_path):
+    import os
+
+    path = tmp_path / "m.json"
+    atomic_write_text(path, "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
