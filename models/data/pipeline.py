@@ -174,32 +174,45 @@ def prepare_with_status(
     if out.exists() and not out.is_dir():
         raise PimrecError("exists and is not a folder", file=out, field="out")
 
-    # Pass 1: count (writes nothing).
-    counts = _count_pass(source, s)
-    if counts["kept"] == 0:
-        label = str(input) if input is not None else "synthetic"
-        if counts["read"] == 0:
-            raise PimrecError("no data rows", file=label, field="rows", expected="at least one row")
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(counts["malformed"].items()))
-        raise PimrecError(
-            f"every row is malformed ({reasons})",
-            file=label,
-            field="rows",
-            expected=f"{len(source.dense_features) + len(source.sparse_features) + 1} columns "
-            f"of the {format} format",
-        )
-    encoders = _encoders(source, s, counts)
-    assignment = _stratified_assignment(counts["label_counts"], s.split, s.seed)
-
-    tmp = _make_tmp(out)
+    # Synthetic data: pass 1 records the teacher's probabilities in a scratch file inside the
+    # temporary folder, so pass 2 does not evaluate the teacher again. Raw data: pass 1 writes
+    # nothing (its errors leave no folder behind).
+    replay = hasattr(source, "record_to")
+    tmp = _make_tmp(out) if replay else None
     try:
+        if replay:
+            source.record_to(tmp / "teacher_prob.scratch.npy")
+        counts = _count_pass(source, s)
+        if counts["kept"] == 0:
+            label = str(input) if input is not None else "synthetic"
+            if counts["read"] == 0:
+                raise PimrecError(
+                    "no data rows", file=label, field="rows", expected="at least one row"
+                )
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(counts["malformed"].items()))
+            raise PimrecError(
+                f"every row is malformed ({reasons})",
+                file=label,
+                field="rows",
+                expected=f"{len(source.dense_features) + len(source.sparse_features) + 1} "
+                f"columns of the {format} format",
+            )
+        encoders = _encoders(source, s, counts)
+        assignment = _stratified_assignment(counts["label_counts"], s.split, s.seed)
+        if tmp is None:
+            tmp = _make_tmp(out)
+        if replay:
+            source.replay()
         splits, extra = _write_pass(source, s, encoders, assignment, tmp)
+        if replay:
+            source.drop_scratch()
         manifest = _manifest(format, source, s, identity, settings_hash, counts, encoders, splits)
         manifest.update(extra)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _swap_into_place(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PrepareResult(out, False, manifest, time.perf_counter() - started)
 

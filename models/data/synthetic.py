@@ -16,6 +16,7 @@ Generation streams fixed blocks of 65,536 rows, each from its own generator seed
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -271,14 +272,44 @@ class SyntheticSource:
                 hi = mid
         return scale, 0.5 * (lo + hi) - scale * float(raw.mean())
 
+    # Pass 1 records each row's probability (float64, 8 bytes/row on disk, mapped one block at a
+    # time); pass 2 replays it instead of evaluating the teacher again. The features and the
+    # uniform draws come from the same per-block generators, so the rows are identical.
+    _scratch: Path | None = None
+    _replay = False
+
+    def record_to(self, path: Path) -> None:
+        from numpy.lib.format import open_memmap
+
+        arr = open_memmap(path, "w+", np.float64, (self.rows,))
+        del arr
+        self._scratch, self._replay = path, False
+
+    def replay(self) -> None:
+        self._replay = self._scratch is not None
+
+    def drop_scratch(self) -> None:
+        if self._scratch is not None:
+            self._scratch.unlink(missing_ok=True)
+        self._scratch, self._replay = None, False
+
     def chunks(self, chunk_rows: int) -> Iterator[ParsedChunk]:
         del chunk_rows  # blocks are fixed so the data does not depend on the chunk size
         for b, lo in enumerate(range(0, self.rows, BLOCK_ROWS)):
             n = min(BLOCK_ROWS, self.rows - lo)
             rng = np.random.default_rng([self.seed, 0xB10C, b])
             dense, sparse = self._features(rng, n)
-            logit = self.scale * np.asarray(self.teacher.logits(dense, sparse)) + self.bias
-            prob = _sigmoid(logit)
+            if self._replay:
+                stored = np.load(self._scratch, mmap_mode="r")
+                prob = np.array(stored[lo : lo + n])
+                del stored
+            else:
+                logit = self.scale * np.asarray(self.teacher.logits(dense, sparse)) + self.bias
+                prob = _sigmoid(logit)
+                if self._scratch is not None:
+                    stored = np.load(self._scratch, mmap_mode="r+")
+                    stored[lo : lo + n] = prob
+                    del stored
             label = (rng.random(n) < prob).astype(np.float32)
             yield ParsedChunk(label, dense, sparse=sparse, prob=prob)
 

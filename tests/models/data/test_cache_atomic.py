@@ -80,32 +80,28 @@ def test_failure_keeps_the_previous_complete_folder(tmp_path, monkeypatch):
     assert (out / "manifest.json").read_text() == before
 
 
-SLOW_TEACHER = """
+SLOW_WRITER = """
 import sys, time
-import numpy as np
-from models.data import prepare
+from models.data import pipeline, prepare
 
-class Slow:  # a valid Teacher that takes 0.2 s per 65,536-row block
-    def logits(self, dense, sparse):
-        time.sleep(0.2)
-        return dense[:, 0].astype(np.float64)
+write = pipeline._ShardWriter.write
 
-    def describe(self):
-        return {"kind": "slow"}
+def slow_write(self, *arrays):  # 0.1 s per chunk and split: the write pass takes >= 1.2 s
+    time.sleep(0.1)
+    write(self, *arrays)
 
-prepare("synthetic", None, sys.argv[1], rows=8 * 65536, shard_rows=65536, teacher=Slow())
+pipeline._ShardWriter.write = slow_write
+prepare("synthetic", None, sys.argv[1], rows=4 * 65536, shard_rows=65536)
 """
 
 
 def test_sigkill_mid_prepare_leaves_no_complete_folder(tmp_path):
     out = tmp_path / "syn"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_TEACHER, str(out)], cwd=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(out)], cwd=os.getcwd())
     deadline = time.time() + 60
-    while time.time() < deadline and not any(
-        p.name.startswith(".syn.tmp-") for p in tmp_path.iterdir()
-    ):
-        time.sleep(0.02)
-    time.sleep(0.5)  # well inside the write pass (8 blocks x 0.2 s)
+    while time.time() < deadline and not list(tmp_path.glob(".syn.tmp-*/train-*.dense.npy")):
+        time.sleep(0.02)  # until the write pass has created the shards
+    time.sleep(0.5)  # inside the write pass
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
