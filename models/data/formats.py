@@ -123,6 +123,7 @@ class RawFormat:
     name = ""
     dense_features: tuple[str, ...] = ()
     sparse_features: tuple[str, ...] = ()
+    notes = ""  # how the raw columns became features, for the manifest
 
     def __init__(self, path: Path, settings: dict) -> None:
         self.path = path
@@ -229,6 +230,7 @@ class CriteoFormat(RawFormat):
     name = "criteo"
     dense_features = CRITEO_DENSE
     sparse_features = CRITEO_SPARSE
+    notes = "label, I1..I13 dense, C1..C26 categorical; tab-separated or CSV with a header"
 
     def __init__(self, path: Path, settings: dict) -> None:
         super().__init__(path, settings)
@@ -259,6 +261,11 @@ class AvazuFormat(RawFormat):
     name = "avazu"
     dense_features = AVAZU_DENSE
     sparse_features = AVAZU_SPARSE
+    notes = (
+        "label = click; id dropped; hour (YYMMDDHH) split into hour_of_day (0-23) and weekday "
+        "(0 = Monday); the other 21 columns categorical as-is; one constant dense feature "
+        "'const' = 0.0"
+    )
 
     def __init__(self, path: Path, settings: dict) -> None:
         super().__init__(path, settings)
@@ -323,6 +330,10 @@ class Kdd12Format(RawFormat):
     name = "kdd12"
     dense_features = KDD12_DENSE
     sparse_features = KDD12_SPARSE
+    notes = (
+        "label = Click > 0; dense Impression, Depth, Position; Gender and Age from joined "
+        "profile columns or a profile file, else missing"
+    )
 
     def __init__(self, path: Path, settings: dict) -> None:
         super().__init__(path, settings)

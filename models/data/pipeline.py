@@ -531,6 +531,7 @@ def _manifest(
         "sparse_features": list(source.sparse_features),
         "table_sizes": table_sizes,
         "reserved_indices": {"0": "missing", "1": "out_of_vocabulary"},
+        "format_notes": getattr(source, "notes", "") or "synthetic rows (see 'synthetic')",
         "encoding": "indices" if encoders is None else s.encoding,
         "dense_transform": "log(max(x, 0) + 1); missing -> 0",
         "splits": splits,
