@@ -34,7 +34,7 @@ from numba import njit
 from pimsim.mapping import TableLayout
 from pimsim.spec import HardwareSpec
 
-DEFAULT_SAMPLE_REQUESTS = 16384
+DEFAULT_SAMPLE_REQUESTS = 8192
 
 
 @lru_cache(maxsize=64)
@@ -229,27 +229,21 @@ def dram_energy_keys(raw: dict[str, float], scale: float = 1.0) -> dict[str, flo
     return out
 
 
-def gather_cycle(
-    spec: HardwareSpec, g: Gather, data_path: str, sample_requests: int | None
-) -> MemCost:
-    """Simulate the requests (at most `sample_requests`, whole samples first) in the DRAM core."""
+def gather_cycle(spec: HardwareSpec, g: Gather, data_path: str, scale: float = 1.0) -> MemCost:
+    """Simulate the requests of `g` in the DRAM core; time and energy are multiplied by `scale`
+    (the ratio of all requests to these, when `g` is a sampled prefix of the stream)."""
     from pimsim.dram.simulate import simulate_requests
 
     n = g.addr.size
     if n == 0:
         return MemCost(0.0, dram_energy_keys({}), 0, 0.0)
-    m = n
-    if sample_requests is not None and n > sample_requests:
-        last = g.sample[sample_requests - 1]
-        m = int(np.searchsorted(g.sample, last, side="right"))
     res = simulate_requests(
-        spec.dram, g.addr[:m], np.zeros(m, bool), np.zeros(m, np.int64), data_path=data_path
+        spec.dram, g.addr, np.zeros(n, bool), np.zeros(n, np.int64), data_path=data_path
     )
-    scale = n / m
     return MemCost(
         res.total_ns * scale,
         dram_energy_keys(res.energy_pj, scale),
-        n,
+        round(n * scale),
         res.command_counts["ACT"] * scale,
     )
 
@@ -341,47 +335,50 @@ def embedding_cost(  # noqa: ANN201
     layout: TableLayout,
     unit: str,
     mode: str,
-    cache: LruCache | None,
+    hit: np.ndarray | None,
     sample_requests: int | None,
 ):
     """Latency and energy of one embedding_bag on `unit` ("host", "rank_nmp", "bank_pim");
-    see the module doc for the model. Returns a `pimsim.units.OpCost`."""
+    see the module doc for the model. `hit` marks the indices served by the rank-NMP cache
+    (None: no cache). Returns a `pimsim.units.OpCost`."""
     from pimsim.dram.energy import dram_energy_table
     from pimsim.units import OpCost, host_bandwidth_gbps, host_cost
 
     d = spec.dram
     p = op.params
-    rows = op.indices
-    if rows is None:
-        rows = np.zeros(0, np.int64)
-        sample = rows
-    else:
-        sample = bag_samples(op)
-    nnz = int(rows.size)
+    stream = op.index_stream
+    nnz = stream.nnz if stream is not None else p["batch"] * p["pooling"]
     n_s = len(layout.slots)
     k = layout.bursts_per_row
     vec_bytes = k * d.access_bytes
-    slot_of = rows.astype(np.int64) % n_s
-    hit = np.zeros(nnz, bool)
     energy: dict[str, float] = {}
-    if unit == "rank_nmp" and cache is not None and cache.capacity > 0:
-        hit = cache.access(p["table"], rows, slot_of)
+    n_hits = int(hit.sum()) if hit is not None else 0
+    if hit is not None:
         energy["nmp_cache_pj"] = (
             nnz * math.ceil(vec_bytes / 64) * spec.rank_nmp.cache_energy_pj_per_64b
         )
-    miss_rows, miss_sample = rows[~hit], sample[~hit]
+    n_miss = nnz - n_hits
     path = {"host": "channel", "rank_nmp": "rank", "bank_pim": "bank"}[unit]
-    if mode == "cycle":
-        g = gather_requests(spec, layout, miss_rows, miss_sample)
-        mem = gather_cycle(spec, g, path, sample_requests)
+    g = None
+    scale = 1.0
+    if mode == "cycle" and stream is not None:
+        rows, sample = op.indices, bag_samples(op)
+        if hit is not None:
+            rows, sample = rows[~hit], sample[~hit]
+        m = rows.size
+        if sample_requests and m * k > sample_requests:  # whole samples from the batch start
+            last = sample[max(1, sample_requests // k) - 1]
+            m = int(np.searchsorted(sample, last, side="right"))
+        scale = n_miss / m if m else 1.0
+        g = gather_requests(spec, layout, rows[:m], sample[:m])
+        mem = gather_cycle(spec, g, path, scale)
     else:
-        g = None
-        mem = gather_fast(spec, layout, p["rows"], int(miss_rows.size), path)
+        mem = gather_fast(spec, layout, p["rows"], n_miss, path)
     energy.update(mem.energy_pj)
     info = {
         "requests": float(mem.requests),
         "acts": float(mem.acts),
-        "cache_hits": float(hit.sum()),
+        "cache_hits": float(n_hits),
         "memory_ns": mem.time_ns,
     }
     if unit == "host":
@@ -392,30 +389,32 @@ def embedding_cost(  # noqa: ANN201
     chans = len({c for c, _ in layout.slots})
     per_channel_gbps = d.peak_bandwidth_gbps / d.channels
     lane_ops = max(op.flops, 0)
+    per_sample = nnz / max(1, p["batch"])
     if unit == "rank_nmp":
         u = spec.rank_nmp
-        if mode == "cycle":
-            busiest = float(np.bincount(slot_of, minlength=n_s).max()) if nnz else 0.0
-            pairs = float(np.unique(sample * n_s + slot_of).size)
+        if g is not None:
+            slot_of = op.indices.astype(np.int64) % n_s
+            busiest = float(np.bincount(slot_of, minlength=n_s).max())
+            pairs = float(np.unique(bag_samples(op) * n_s + slot_of).size)
         else:
-            busiest = nnz / n_s
-            pairs = op.params["batch"] * _expected_distinct(n_s, nnz / max(1, p["batch"]))
+            busiest = nnz / min(n_s, p["rows"])
+            pairs = p["batch"] * _expected_distinct(min(n_s, p["rows"]), per_sample)
         compute_ns = busiest * p["dim"] / (u.simd_lanes * u.units_per_rank * u.clock_mhz / 1e3)
         energy["nmp_compute_pj"] = lane_ops * u.energy_pj_per_op
     else:
         u = spec.bank_pim
         units_per_rank = d.banks_per_rank // u.banks_per_unit
-        n_units = n_s * units_per_rank
-        if mode == "cycle":
-            busiest = float(np.bincount(g.bank_unit).max()) if g.addr.size else 0.0
-            pairs = float(
-                np.unique(
-                    g.sample * (d.channels * d.ranks_per_channel * units_per_rank) + g.bank_unit
-                ).size
-            )
+        if g is not None and g.addr.size:
+            busiest = float(np.bincount(g.bank_unit).max()) * scale
+            all_units = d.channels * d.ranks_per_channel * units_per_rank
+            pairs = float(np.unique(g.sample * all_units + g.bank_unit).size) * scale
         else:
-            busiest = miss_rows.size * k / n_units
-            pairs = p["batch"] * _expected_distinct(n_units, nnz / max(1, p["batch"]))
+            per_page = d.row_bytes // d.access_bytes
+            used = min(n_s, p["rows"])
+            pages = math.ceil(math.ceil(p["rows"] / used) * k / per_page)
+            n_units = used * min(units_per_rank, max(1, pages // u.banks_per_unit))
+            busiest = n_miss * k / n_units
+            pairs = p["batch"] * _expected_distinct(n_units, per_sample)
         compute_ns = busiest / (u.clock_mhz / 1e3)
         energy["pim_compute_pj"] = lane_ops * u.energy_pj_per_op
         energy["dram_rd_pj"] += pairs * k * dram_energy_table(d)["rd_pj"]

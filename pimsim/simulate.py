@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pimrec.errors import PimrecError
 from pimsim.mapping import (
     Mapping,
@@ -155,16 +157,51 @@ class SimReport:
         }
 
 
-def _cache_for(trace: Trace, spec: HardwareSpec):  # noqa: ANN202
+_HITS: dict[tuple, tuple[Trace, dict[str, Any]]] = {}
+
+
+def nmp_cache_hits(trace: Trace, spec: HardwareSpec, mapping: Mapping, layouts: dict) -> dict:
+    """Per rank-NMP embedding op: bool array of indices served by its rank's LRU cache, from
+    one pass over the index streams in trace order. Cached per (trace object, cache geometry,
+    placements), so fast-mode sweeps pay for it once."""
     from pimsim.embedding import LruCache, nmp_cache_rows
 
     if spec.rank_nmp is None or spec.rank_nmp.cache_policy == "none":
-        return None
+        return {}
     d = spec.dram
     widest = max(
         (row_bursts(t.dim, trace.dtype_bits, d.access_bytes) for t in trace.tables), default=1
     )
-    return LruCache(d.channels * d.ranks_per_channel, nmp_cache_rows(spec, widest * d.access_bytes))
+    capacity = nmp_cache_rows(spec, widest * d.access_bytes)
+    ops = [
+        op
+        for op in trace.ops
+        if op.kind == "embedding_bag" and mapping.unit(op.id) == "rank_nmp" and op.index_stream
+    ]
+    key = (
+        id(trace),
+        d.channels,
+        d.ranks_per_channel,
+        capacity,
+        tuple((op.id, layouts[op.params["table"]].slots) for op in ops),
+    )
+    got = _HITS.get(key)
+    if got is not None and got[0] is trace:
+        return got[1]
+    cache = LruCache(d.channels * d.ranks_per_channel, capacity)
+    out = {}
+    for op in ops:
+        slots = np.asarray(
+            [c * d.ranks_per_channel + r for c, r in layouts[op.params["table"]].slots], np.int64
+        )
+        rows = op.indices
+        out[op.id] = cache.access(
+            op.params["table"], rows, slots[rows.astype(np.int64) % len(slots)]
+        )
+    if len(_HITS) > 16:
+        _HITS.clear()
+    _HITS[key] = (trace, out)
+    return out
 
 
 def _run(
@@ -174,29 +211,16 @@ def _run(
     from pimsim.units import digital_cost, host_cost, xbar_cost
 
     layouts = check_mapping(trace, spec, mapping)
-    cache = _cache_for(trace, spec)
+    hits = nmp_cache_hits(trace, spec, mapping, layouts)
     finish: dict[str, float] = {}
     free: dict[str, float] = {}
     rows = []
-    slot_index = {}
-    if cache is not None:
-        d = spec.dram
-        slot_index = {
-            (c, r): c * d.ranks_per_channel + r
-            for c in range(d.channels)
-            for r in range(d.ranks_per_channel)
-        }
     for op in trace.ops:
         unit = mapping.unit(op.id)
         if op.kind == "embedding_bag":
             lay = layouts[op.params["table"]]
-            use_cache = cache if unit == "rank_nmp" else None
-            if use_cache is not None and op.indices is not None:
-                cost = _embedding_with_cache(
-                    spec, op, lay, mode, use_cache, slot_index, sample_requests
-                )
-            else:
-                cost = embedding_cost(spec, op, lay, unit, mode, None, sample_requests)
+            hit = hits.get(op.id) if unit == "rank_nmp" else None
+            cost = embedding_cost(spec, op, lay, unit, mode, hit, sample_requests)
         elif unit == "host":
             cost = host_cost(spec, op, mode)
         elif unit == "xbar":
@@ -225,23 +249,6 @@ def _run(
             )
         )
     return tuple(rows), _totals(rows)
-
-
-def _embedding_with_cache(spec, op, lay, mode, cache, slot_index, sample_requests):  # noqa: ANN001, ANN202, PLR0913
-    """Rank-NMP gather with the cache: LRU slots are global rank indices."""
-    import numpy as np
-
-    from pimsim.embedding import embedding_cost
-
-    class _Slotted:  # maps the layout-local slot of each row onto the global rank cache slot
-        capacity = cache.capacity
-
-        @staticmethod
-        def access(table: int, rows: np.ndarray, local_slot: np.ndarray) -> np.ndarray:
-            glob = np.asarray([slot_index[s] for s in lay.slots], np.int64)[local_slot]
-            return cache.access(table, rows, glob)
-
-    return embedding_cost(spec, op, lay, "rank_nmp", mode, _Slotted, sample_requests)
 
 
 def _totals(rows: list[OpRow]) -> RunTotals:
