@@ -167,7 +167,7 @@ def train_supernet(
         )  # fmt: skip
 
     bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step", desc="supernet")
-    t0, s0, full_steps = time.perf_counter(), step, 0
+    t0, s0, full_steps, ck_s = time.perf_counter(), step, 0, 0.0
     try:
         while step < last:
             full = rng.random() < max(0.0, 1.0 - step / warm_t) if warm_t > 0 else False
@@ -186,15 +186,19 @@ def train_supernet(
                 bar.set_postfix(loss=f"{ema:.4f}")
                 log.write(f"step {step} loss {value:.5f} ema {ema:.5f} lr {lr:.5f}")
             if step % config.checkpoint_every == 0 or step == last:
+                t_ck = time.perf_counter()
                 checkpoint()
+                ck_s += time.perf_counter() - t_ck
     finally:
         bar.close()
         stream.close()
     wall = time.perf_counter() - t0
+    train_s = wall - ck_s
     results = {
         "steps": step,
         "train_logloss_ema": ema,
-        "samples_per_s": (step - s0) * config.batch_size / wall if wall > 0 else None,
+        "samples_per_s": (step - s0) * config.batch_size / train_s if train_s > 0 else None,
+        "checkpoint_s": ck_s,
         "full_supernet_steps": full_steps,
         "wall_s": wall,
         "device": str(device),

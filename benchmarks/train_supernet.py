@@ -1,0 +1,146 @@
+"""Supernet training throughput and single-path overhead (prints a table; no assertions).
+
+Measures, on one device:
+  1. supernet training samples/s, sampled single paths (the NASRec step after warm-up), batches
+     streamed from the prepared shards through `BatchStream` (numpy gather + pin + copy on a
+     background thread), Adagrad + clipping, bf16 autocast on CUDA;
+  2. the same with the full supernet (the warm-up step);
+  3. the end-to-end `train_supernet` command path (checkpoint writes excluded by the trainer);
+  4. per sampled path: step time through the supernet / step time of the extracted standalone
+     subnet (same weights, same on-device batch, own Adagrad), in the same process.
+
+    PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
+    .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Data: a Criteo-shaped synthetic folder (tables capped at 0.5M rows) made with `models.data.prepare`
+unless --data names one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step_fn, n, device, warm=3):
+    for _ in range(warm):
+        step_fn()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(n):
+        step_fn()
+    sync(device)
+    return (time.perf_counter() - t) / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=8192)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--paths", type=int, default=8)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--space", default="nasrec-full")
+    ap.add_argument("--data")
+    ap.add_argument("--no-amp", dest="amp", action="store_false")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+
+    from models.data import open_split, prepare
+    from models.nas.runtime import BatchStream, resolve_device
+    from models.nas.space import sample_subnet
+    from models.nas.supernet import Supernet, count_parameters, extract_subnet
+    from models.nas.train import SupernetConfig, make_optimizer, train_step, train_supernet
+
+    device = resolve_device(args.device)
+    tmp = Path(tempfile.mkdtemp(prefix="pimrec-bench-"))
+    t = time.perf_counter()
+    data = args.data or prepare(
+        "synthetic", None, tmp / "data", rows=args.rows, max_table_rows=500_000, progress=False
+    )
+    prep_s = time.perf_counter() - t
+    split = open_split(data, "train")
+    tables, n_dense = split.manifest["table_sizes"], len(split.manifest["dense_features"])
+    bs, amp = args.batch_size, args.amp
+    net = Supernet(args.space, tables, n_dense).to(device)
+    opt = make_optimizer(net.parameters(), 0.01, 1e-2)
+    stream = BatchStream(split, bs, seed=0, device=device)
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def sampled_step():
+        train_step(
+            net, opt, next(stream), 0.01, 5.0, amp, device, subnet=sample_subnet(net.space, rng)
+        )
+
+    def full_step():
+        train_step(net, opt, next(stream), 0.01, 5.0, amp, device, subnet=None)
+
+    s = time_steps(sampled_step, args.steps, device)
+    rows.append(("supernet, sampled single paths, data from shards", bs / s, s * 1e3))
+    s = time_steps(full_step, max(3, args.steps // 5), device)
+    rows.append(("full supernet (warm-up step), data from shards", bs / s, s * 1e3))
+    stream.close()
+
+    # The command path: train_supernet end to end (its own stream, warm-up p = 0).
+    cfg = SupernetConfig(str(data), space=args.space, steps=args.steps + 5, batch_size=bs,
+                         full_warmup_steps=0, device=str(device), amp=amp,
+                         checkpoint_every=10**9, log_every=10**9)  # fmt: skip
+    res = train_supernet(cfg, tmp / "run", progress=False)
+    rows.append(("train_supernet command (incl. start-up steps)", res["samples_per_s"], None))
+
+    # Single-path overhead against the extracted standalone subnet, same batch on the device.
+    batch = next(BatchStream(split, bs, seed=1, device=device))
+    ratios = []
+    for p in range(args.paths):
+        sub = sample_subnet(net.space, 1000 + p)
+        model = extract_subnet(net, sub)
+        mopt = make_optimizer(model.parameters(), 0.01, 1e-2)
+        n = max(3, args.steps // 5)
+        t_super = time_steps(
+            lambda sub=sub: train_step(net, opt, batch, 0.01, 5.0, amp, device, subnet=sub),
+            n, device,
+        )  # fmt: skip
+        t_alone = time_steps(lambda m=model, o=mopt: train_step(m, o, batch, 0.01, 5.0, amp, device),
+                             n, device)  # fmt: skip
+        ratios.append((t_super / t_alone, t_super * 1e3, t_alone * 1e3, len(sub.live_blocks()),
+                       count_parameters(model)))  # fmt: skip
+        del model, mopt
+
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    print(f"\ndevice {name}, torch {torch.__version__}, space {args.space}, batch {bs}, "
+          f"amp {amp and device.type == 'cuda'}, tables {len(tables)} x <=0.5M rows "
+          f"({sum(tables)} rows), supernet {count_parameters(net) / 1e6:.1f}M dense params, "
+          f"data prepare {prep_s:.1f}s")  # fmt: skip
+    print(f"{'measurement':52s} {'samples/s':>12s} {'ms/step':>9s}")
+    for label, sps, ms in rows:
+        print(f"{label:52s} {sps:12,.0f} {ms if ms is not None else float('nan'):9.2f}")
+    print(f"\n{'path':>4s} {'supernet ms':>12s} {'standalone ms':>14s} {'ratio':>6s} {'live':>5s}"
+          f" {'params':>10s}")  # fmt: skip
+    for i, (r, a, b, live, params) in enumerate(ratios):
+        print(f"{i:4d} {a:12.2f} {b:14.2f} {r:6.2f} {live:5d} {params:10,d}")
+    med = statistics.median(r[0] for r in ratios)
+    print(
+        f"single-path overhead (supernet / standalone step time): median {med:.2f}x, "
+        f"max {max(r[0] for r in ratios):.2f}x over {len(ratios)} paths"
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps({"rows": rows, "ratios": ratios, "device": name}))
+
+
+if __name__ == "__main__":
+    main()
