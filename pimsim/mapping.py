@@ -203,8 +203,10 @@ def xbar_shape(op: Any) -> tuple[int, int, int]:
 
 def default_mapping(trace: Trace, spec: HardwareSpec) -> Mapping:
     """Embeddings on the memory-side unit (bank PIM, else rank NMP, else host); static-weight
-    fc/efc on crossbars when present and while arrays remain (else host); the rest on the host
-    (or, without a host, on a digital memory-side unit). Tables span every channel and rank."""
+    fc/efc on crossbars when present and while arrays remain (else host), every crossbar layer
+    replicated by the same factor floor(total arrays / arrays used), at most its M vectors; the
+    rest on the host (or, without a host, on a digital memory-side unit). Tables span every
+    channel and rank."""
     near = "bank_pim" if spec.bank_pim else "rank_nmp" if spec.rank_nmp else None
     free = spec.xbar.total_arrays if spec.xbar else 0
     ops: dict[str, str] = {}
@@ -220,7 +222,16 @@ def default_mapping(trace: Trace, spec: HardwareSpec) -> Mapping:
                 ops[op.id] = "host" if spec.host else (near or "xbar")
         else:
             ops[op.id] = "host" if spec.host or near is None else near
-    return Mapping(ops)
+    replicas: dict[str, int] = {}
+    layers = [op for op in trace.ops if ops[op.id] == "xbar"]
+    if layers:  # spare arrays replicate every crossbar layer by the same factor (throughput)
+        used = sum(xbar_arrays(spec, trace, op.id) for op in layers)
+        factor = spec.xbar.total_arrays // used  # type: ignore[union-attr]
+        for op in layers:
+            r = min(factor, xbar_shape(op)[0])
+            if r > 1:
+                replicas[op.id] = r
+    return Mapping(ops, {}, replicas)
 
 
 def host_only_mapping(trace: Trace) -> Mapping:

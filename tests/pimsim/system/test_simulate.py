@@ -79,8 +79,11 @@ def test_dynamic_ops_never_in_crossbars(dlrm_tiny):
 def test_replication_speeds_up_crossbar_layers(dlrm_tiny):
     spec = load_preset("reram-isaac")
     m = default_mapping(dlrm_tiny, spec)
-    one = simulate(dlrm_tiny, spec, m, "fast", baseline=False)
     fc = [op.id for op in dlrm_tiny.ops if op.kind == "fc"]
+    # default: spare arrays replicate the layers (at most M = 4 vectors here)
+    assert all(m.replicas(i) == 4 for i in fc)
+    m = Mapping(m.ops, m.tables, {})
+    one = simulate(dlrm_tiny, spec, m, "fast", baseline=False)
     m2 = Mapping(m.ops, m.tables, {i: 2 for i in fc})
     two = simulate(dlrm_tiny, spec, m2, "fast", baseline=False)
     for a, b in zip(one.rows, two.rows, strict=True):
