@@ -12,6 +12,7 @@ Avazu hour) are counted per reason and left out; they never stop the run.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.data.fields import Fields, split_fields
 from pimrec.errors import PimrecError
 
 FORMATS = ("criteo", "avazu", "kdd12")
@@ -103,20 +105,6 @@ def dense_transform(x: np.ndarray) -> np.ndarray:
     return np.log1p(np.maximum(x, 0.0)).astype(np.float32)
 
 
-def _floats(col: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Parse a column of numbers: (values with NaN for empty, mask of unparseable/infinite)."""
-    try:
-        vals = np.array([v or "nan" for v in col], dtype=np.float64)
-    except ValueError:
-        vals = np.empty(len(col), dtype=np.float64)
-        for i, v in enumerate(col):
-            try:
-                vals[i] = float(v) if v else np.nan
-            except ValueError:
-                vals[i] = np.inf  # marked bad below
-    return vals, np.isinf(vals)
-
-
 class RawFormat:
     """One raw format: delimiter, header handling and the column roles."""
 
@@ -132,53 +120,36 @@ class RawFormat:
         self.n_columns = 0
         self.header_lines = 0
 
-    def open_lines(self, chunk_rows: int) -> Iterator[list[str]]:
-        """Chunks of at most `chunk_rows` raw lines (header skipped, line ends kept)."""
-        with open(self.path, encoding="utf-8", errors="replace", newline="") as fh:
+    def open_chunks(self, chunk_rows: int) -> Iterator[bytes]:
+        """Chunks of at most `chunk_rows` raw lines as bytes (header skipped)."""
+        with open(self.path, "rb") as fh:
             for _ in range(self.header_lines):
                 fh.readline()
-            chunk: list[str] = []
-            for line in fh:
-                chunk.append(line)
-                if len(chunk) >= chunk_rows:
-                    yield chunk
-                    chunk = []
-            if chunk:
-                yield chunk
+            while True:
+                lines = list(itertools.islice(fh, chunk_rows))
+                if not lines:
+                    return
+                yield b"".join(lines)
 
     def chunks(self, chunk_rows: int) -> Iterator[ParsedChunk]:
-        delim, ncol = self.delimiter, self.n_columns
-        for lines in self.open_lines(chunk_rows):
-            nbytes = sum(len(line) for line in lines)
-            counts = [line.count(delim) for line in lines]
-            good = [line for line, c in zip(lines, counts, strict=True) if c == ncol - 1]
+        for blob in self.open_chunks(chunk_rows):
+            fields, wrong, _ = split_fields(blob, self.delimiter, self.n_columns)
             bad: Counter = Counter()
-            if len(good) != len(lines):
-                blank = sum(
-                    1 for line, c in zip(lines, counts, strict=True) if c == 0 and not line.strip()
-                )
-                bad["wrong_column_count"] += len(lines) - len(good) - blank
-            # One split of the whole chunk, then strided slices: no per-row lists.
-            text = "".join(good)
-            if "\r" in text:
-                text = text.replace("\r\n", "\n")
-            if text and not text.endswith("\n"):
-                text += "\n"
-            fields = text.replace("\n", delim).split(delim)[:-1]
-            cols = [fields[j::ncol] for j in range(ncol)]
-            chunk = self.parse(cols, len(good), bad)
+            if wrong:
+                bad["wrong_column_count"] += wrong
+            chunk = self.parse(fields, fields.n, bad)
             chunk.malformed = bad
-            chunk.bytes_read = nbytes
+            chunk.bytes_read = len(blob)
             yield chunk
 
-    def parse(self, cols: list[list[str]], n: int, bad: Counter) -> ParsedChunk:  # pragma: no cover
-        """Parse `n` well-formed rows given as columns (lists of field strings)."""
+    def parse(self, cols: Fields, n: int, bad: Counter) -> ParsedChunk:  # pragma: no cover
+        """Parse the `n` well-formed rows of a chunk."""
         raise NotImplementedError
 
     # Shared by the formats: label, dense and sparse columns by position.
     def _assemble(
         self,
-        cols: list[list[str]],
+        cols: Fields,
         n: int,
         bad: Counter,
         label_col: int,
@@ -198,7 +169,7 @@ class RawFormat:
                 np.zeros((0, len(self.dense_features)), np.float32),
                 keys=np.zeros((0, n_sparse), np.uint64),
             )
-        label, label_bad = _floats(cols[label_col])
+        label, label_bad = cols.floats(label_col)
         if label_from_count:
             label_bad |= ~(label >= 0) | (label != np.floor(label))
             label = (label > 0).astype(np.float64)
@@ -208,17 +179,21 @@ class RawFormat:
         bad["bad_label"] += int(label_bad.sum())
         dense = np.zeros((n, len(self.dense_features)), dtype=np.float64)
         dense_bad = np.zeros(n, dtype=bool)
-        for j, c in enumerate(dense_cols):
-            dense[:, j], b = _floats(cols[c])
-            dense_bad |= b
+        if dense_cols:
+            dense[:, : len(dense_cols)], b = cols.float_columns(dense_cols)
+            dense_bad = b.any(axis=1)
         bad["non_numeric_dense"] += int((dense_bad & ok).sum())
         ok &= ~dense_bad
         if extra_ok is not None:
             bad[extra_reason] += int((~extra_ok & ok).sum())
             ok &= extra_ok
         keys = np.zeros((n, n_sparse), dtype=np.uint64)
+        raw = [k for k, part in enumerate(sparse_parts) if isinstance(part, int)]
+        if raw:
+            keys[:, raw] = cols.hash_columns([int(sparse_parts[k]) for k in raw])
         for k, part in enumerate(sparse_parts):
-            keys[:, k] = hash_strings(cols[part]) if isinstance(part, int) else part
+            if not isinstance(part, int):
+                keys[:, k] = part
         dense[~np.isfinite(dense)] = np.nan
         return ParsedChunk(label[ok].astype(np.float32), dense_transform(dense[ok]), keys=keys[ok])
 
@@ -249,7 +224,7 @@ class CriteoFormat(RawFormat):
             self.delimiter = ","
             self.header_lines = 1
 
-    def parse(self, cols: list[list[str]], n: int, bad: Counter) -> ParsedChunk:
+    def parse(self, cols: Fields, n: int, bad: Counter) -> ParsedChunk:
         return self._assemble(cols, n, bad, 0, list(range(1, 14)), [*range(14, 40)])
 
 
@@ -285,10 +260,10 @@ class AvazuFormat(RawFormat):
         self.header_lines = 1
         self._weekday_cache: dict[int, int] = {}
 
-    def parse(self, cols: list[list[str]], n: int, bad: Counter) -> ParsedChunk:
+    def parse(self, cols: Fields, n: int, bad: Counter) -> ParsedChunk:
         if n == 0:
             return self._assemble(cols, n, bad, 1, [], [])
-        hours, hour_bad = _floats(cols[2])
+        hours, hour_bad = cols.floats(2)
         hour_bad = hour_bad | ~np.isfinite(hours) | (hours != np.floor(hours))
         hv = np.where(hour_bad, 0, hours).astype(np.int64)
         hh = hv % 100
@@ -343,7 +318,7 @@ class Kdd12Format(RawFormat):
         if profile and self.n_columns == 12:
             self._profile = _load_profile(Path(profile))
 
-    def parse(self, cols: list[list[str]], n: int, bad: Counter) -> ParsedChunk:
+    def parse(self, cols: Fields, n: int, bad: Counter) -> ParsedChunk:
         base: list[int | np.ndarray] = [2, 3, 4, 7, 8, 9, 10, 11]
         if self.n_columns == 14:
             return self._assemble(
@@ -353,7 +328,7 @@ class Kdd12Format(RawFormat):
         age = np.zeros(n, dtype=np.uint64)
         if self._profile is not None and n and len(self._profile[0]):
             users, g, a = self._profile
-            uk = hash_strings(cols[11])
+            uk = cols.hash(11)
             pos = np.clip(np.searchsorted(users, uk), 0, len(users) - 1)
             found = (users[pos] == uk) & (uk != 0)
             gender = np.where(found, g[pos], np.uint64(0))

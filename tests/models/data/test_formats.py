@@ -121,3 +121,55 @@ def test_kdd12_fixture(tmp_path, layout):
     if layout != "plain":
         # UserID 300 and 0 rows are missing gender (index 0); others are not.
         assert (sparse[:, 8] == 0).sum() == 10
+
+
+FLOAT_CASES = [
+    "0", "7", "-1", "1382", "260.0", "260.00", "-3.0", "12.", ".5", "1.25", "-0.5", "1e3",
+    "2E-2", "+4", " 3", "nan", "NaN", "inf", "-inf", "x", "-", ".", "1.2.3", "12a", "a12",
+    "123456789012345", "1234567890123456789", "0007", "-0", "",
+]  # fmt: skip
+
+
+def _reference_float(text: str) -> tuple[float, bool]:
+    if text == "":
+        return math.nan, False
+    try:
+        v = float(text)
+    except ValueError:
+        return math.inf, True
+    return v, math.isinf(v)
+
+
+def test_vectorised_floats_match_python_float():
+    from models.data.fields import split_fields
+
+    blob = "".join(f"{v}\t{v}\n" for v in FLOAT_CASES).encode()
+    fields, wrong, lines = split_fields(blob, "\t", 2)
+    assert (wrong, lines, fields.n) == (0, len(FLOAT_CASES), len(FLOAT_CASES))
+    values, bad = fields.float_columns([0, 1])
+    for i, text in enumerate(FLOAT_CASES):
+        want, want_bad = _reference_float(text)
+        assert bool(bad[i, 0]) == want_bad, text
+        if not want_bad:
+            got = values[i, 0]
+            assert (math.isnan(got) and math.isnan(want)) or got == want, (text, got, want)
+    np.testing.assert_array_equal(values[:, 0], values[:, 1])
+
+
+def test_vectorised_hash_matches_hash_strings():
+    from models.data.fields import split_fields
+
+    values = ["a", "", "ab", "68fd1e64", "é", "a much longer value than eight bytes", "0"]
+    blob = "".join(f"{v},x\n" for v in values).encode()
+    fields, _, _ = split_fields(blob, ",", 2)
+    np.testing.assert_array_equal(fields.hash(0), hash_strings(values))
+
+
+def test_line_ends_blank_lines_and_last_line():
+    from models.data.fields import split_fields
+
+    blob = b"1,a\r\n\r\n2,b\n\n3,c,extra\nbroken\n4,d"  # CRLF, blank lines, no final newline
+    fields, wrong, lines = split_fields(blob, ",", 2)
+    assert (fields.n, wrong, lines) == (3, 2, 7)
+    assert fields.floats(0)[0].tolist() == [1.0, 2.0, 4.0]
+    np.testing.assert_array_equal(fields.hash(1), hash_strings(["a", "b", "d"]))
