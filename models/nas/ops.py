@@ -73,6 +73,13 @@ def token_linear(x: torch.Tensor, lin: nn.Linear, rows: int | None, cols: Cols) 
     return sliced_linear(x.transpose(1, 2), lin, rows, cols).transpose(1, 2)
 
 
+class FM(nn.Module):
+    """Factorisation-machine pairwise term over tokens: [B, N, 16] -> [B, 16]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (x.sum(1).square() - x.square().sum(1))
+
+
 class FC(nn.Module):
     """Linear(in, d) -> LayerNorm(d) -> ReLU; [B, in] -> [B, d]."""
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.nas.ops import EFC, EMB, FC, Attention, Binary, Cols, Dot, copy_linear, dot_tokens
+from models.nas.ops import EFC, EMB, FC, FM, Attention, Binary, Cols, Dot, copy_linear, dot_tokens
 from models.nas.ops import sliced_linear as _linear
 from models.nas.space import BINARY_DENSE_OPS, D2S_TOKENS, SearchSpace, Subnet, get_space
 
@@ -80,6 +80,7 @@ class Block(nn.Module):
         self.sparse = nn.ModuleDict({op: make[op]() for op in sparse_ops})
         self.d2s = nn.Linear(d, D2S_TOKENS * EMB) if d2s else None
         self.s2d = nn.Linear(EMB, d) if s2d else None
+        self.fm = FM()
 
     def forward(
         self,
@@ -109,8 +110,7 @@ class Block(nn.Module):
             sparse = sparse / len(p.sparse_ops)
         out_d, out_s = dense, sparse
         if p.s2d:
-            fm = 0.5 * (sparse.sum(1).square() - sparse.square().sum(1))  # [B, 16]
-            out_d = dense + _linear(fm, self.s2d, p.d, None)
+            out_d = dense + _linear(self.fm(sparse), self.s2d, p.d, None)
         if p.d2s:
             extra = _linear(dense, self.d2s, None, slice(0, p.d)).view(-1, D2S_TOKENS, EMB)
             out_s = torch.cat([sparse, extra.to(sparse.dtype)], 1)
@@ -219,12 +219,20 @@ def full_plans(space: SearchSpace) -> list[BlockPlan]:
     ]
 
 
+class StemEmbedding(nn.Embedding):
+    """One concatenated table for all categorical features (row offsets per feature)."""
+
+    def __init__(self, table_sizes: Sequence[int]) -> None:
+        super().__init__(int(sum(table_sizes)), EMB)
+        self.table_sizes = [int(t) for t in table_sizes]
+        nn.init.uniform_(self.weight, -0.05, 0.05)
+
+
 class _Network(nn.Module):
     """Stem (concatenated embedding table), blocks and head; the forward both models share."""
 
     def _init_stem(self, table_sizes: Sequence[int]) -> None:
-        self.embedding = nn.Embedding(int(sum(table_sizes)), EMB)
-        nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
+        self.embedding = StemEmbedding(table_sizes)
         offsets = np.concatenate([[0], np.cumsum(table_sizes)[:-1]]).astype(np.int64)
         self.register_buffer("offsets", torch.from_numpy(offsets), persistent=False)
 

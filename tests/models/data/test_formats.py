@@ -11,11 +11,28 @@ from models.data import formats, open_split, prepare
 from models.data.formats import dense_transform, hash_strings, open_format
 
 
-def test_fnv1a_known_vector_and_missing():
+def test_key_hand_computed_and_missing():
+    from models.data.fields import key64_reference
+
+    # "a": h = 1 * 0x9E3779B97F4A7C15, then splitmix64_finaliser(h ^ 0x61), by hand in Python.
+    mask = (1 << 64) - 1
+    z = 0x9E3779B97F4A7C15 ^ 0x61
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    z ^= z >> 31
     keys = hash_strings(["a", "", "ab"])
-    assert int(keys[0]) == 0xAF63DC4C8601EC8C  # FNV-1a 64 of "a" (published test vector)
+    assert int(keys[0]) == z == key64_reference(b"a")
     assert keys[1] == 0  # missing
     assert keys[2] not in (0, keys[0])
+
+
+def test_key_matches_reference_for_all_lengths():
+    from models.data.fields import key64_reference
+
+    values = ["x" * n for n in range(1, 30)] + ["é", "68fd1e64", "a\x00", "a"]
+    want = [key64_reference(v.encode()) for v in values]
+    assert hash_strings(values).tolist() == want
+    assert len(set(want)) == len(want)
 
 
 def test_key_independent_of_chunk_width():

@@ -75,7 +75,9 @@ def test_subnet_teacher_is_deterministic_and_feeds_prepare(tiny, tmp_path):
     np.testing.assert_array_equal(t1.logits(dense, sparse), t2.logits(dense, sparse))
     assert t1.logits(dense, sparse).shape == (20,) and t1.describe()["seed"] == 3
     assert t1.describe() != SubnetTeacher(tables, n_dense, seed=4).describe()
-    teacher = SubnetTeacher([42] * 26, 13, seed=1, space="tiny")  # the criteo shape capped at 40 (+2) rows
+    teacher = SubnetTeacher(
+        [42] * 26, 13, seed=1, space="tiny"
+    )  # the criteo shape capped at 40 (+2) rows
     out = prepare("synthetic", None, tmp_path / "d", rows=500, max_table_rows=40,
                   teacher=teacher, progress=False)  # fmt: skip
     assert len(open_split(out, "train")) > 0
