@@ -2,8 +2,8 @@
 into labels, transformed dense features and 64-bit categorical keys.
 
 Transforms (search_space.md "Data conventions"): dense x -> log(max(x, 0) + 1), missing -> 0.
-Categorical values become stable 64-bit keys (FNV-1a over the value's bytes, the same on every
-machine and run); key 0 means missing. `models.data.vocab` turns keys into table indices.
+Categorical values become stable 64-bit keys (`fields.key64_reference` of the value's bytes,
+the same on every machine and run); key 0 means missing. `models.data.vocab` turns keys into table indices.
 
 Malformed rows (wrong column count, a label that is not 0/1, a non-numeric dense value, a bad
 Avazu hour) are counted per reason and left out; they never stop the run.
@@ -53,9 +53,6 @@ KDD12_SPARSE = (
     "Age",
 )
 
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
-
 
 @dataclass
 class ParsedChunk:
@@ -78,25 +75,16 @@ class ParsedChunk:
 
 
 def hash_strings(values: list[str]) -> np.ndarray:
-    """Stable FNV-1a 64-bit keys of the strings' UTF-8 bytes; '' -> 0 (missing); never 0
-    otherwise. Vectorised over the strings: one pass per byte position."""
+    """Stable 64-bit keys of strings (of their UTF-8 bytes; `fields.key64_reference`), the same
+    as the keys of the raw fields; '' -> 0 (missing); never 0 otherwise."""
     n = len(values)
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
-    blob = "".join(values).encode("utf-8", "replace")
-    lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
-    if len(blob) != int(lens.sum()):  # non-ASCII: byte lengths differ from character lengths
-        lens = np.fromiter((len(v.encode("utf-8", "replace")) for v in values), np.int64, n)
-    octets = np.frombuffer(blob, dtype=np.uint8)
+    encoded = [v.encode("utf-8", "replace") for v in values]
+    lens = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+    buf = np.frombuffer(b"".join(encoded) + bytes(64), dtype=np.uint8)
     starts = np.cumsum(lens) - lens
-    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
-    last = max(len(octets) - 1, 0)
-    for j in range(int(lens.max())):
-        b = octets[np.minimum(starts + j, last)].astype(np.uint64)
-        h = np.where(lens > j, (h ^ b) * _FNV_PRIME, h)
-    h[h == 0] = 1
-    h[lens == 0] = 0  # empty string: missing
-    return h
+    return Fields(buf, starts[:, None], lens[:, None]).hash(0)
 
 
 def dense_transform(x: np.ndarray) -> np.ndarray:
