@@ -53,11 +53,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--paths", type=int, default=8)
+    ap.add_argument("--full-steps", type=int, default=10, help="0 skips the full-supernet rate")
+    ap.add_argument("--command-steps", type=int, default=60, help="0 skips train_supernet")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--space", default="nasrec-full")
     ap.add_argument("--data")
     ap.add_argument("--no-amp", dest="amp", action="store_false")
     ap.add_argument("--out")
+    ap.add_argument("--profile", action="store_true", help="print a torch.profiler table")
     args = ap.parse_args()
 
     from models.data import open_split, prepare
@@ -90,18 +93,31 @@ def main() -> None:
     def full_step():
         train_step(net, opt, next(stream), 0.01, 5.0, amp, device, subnet=None)
 
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        time_steps(sampled_step, 3, device)
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            time_steps(sampled_step, 10, device, warm=0)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=40))
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12,
+                                        max_name_column_width=40))  # fmt: skip
     s = time_steps(sampled_step, args.steps, device)
     rows.append(("supernet, sampled single paths, data from shards", bs / s, s * 1e3))
-    s = time_steps(full_step, max(3, args.steps // 5), device)
-    rows.append(("full supernet (warm-up step), data from shards", bs / s, s * 1e3))
+    if args.full_steps:
+        s = time_steps(full_step, args.full_steps, device, warm=1)
+        rows.append(("full supernet (warm-up step), data from shards", bs / s, s * 1e3))
     stream.close()
 
     # The command path: train_supernet end to end (its own stream, warm-up p = 0).
-    cfg = SupernetConfig(str(data), space=args.space, steps=args.steps + 5, batch_size=bs,
-                         full_warmup_steps=0, device=str(device), amp=amp,
-                         checkpoint_every=10**9, log_every=10**9)  # fmt: skip
-    res = train_supernet(cfg, tmp / "run", progress=False)
-    rows.append(("train_supernet command (incl. start-up steps)", res["samples_per_s"], None))
+    if args.command_steps:
+        cfg = SupernetConfig(str(data), space=args.space, steps=args.command_steps, batch_size=bs,
+                             full_warmup_steps=0, device=str(device), amp=amp,
+                             checkpoint_every=10**9, log_every=10**9)  # fmt: skip
+        res = train_supernet(cfg, tmp / "run", progress=False)
+        rows.append(("train_supernet command (incl. start-up steps)", res["samples_per_s"], None))
 
     # Single-path overhead against the extracted standalone subnet, same batch on the device.
     batch = next(BatchStream(split, bs, seed=1, device=device))
