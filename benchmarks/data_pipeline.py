@@ -37,9 +37,12 @@ def _prepare_rate(fmt, path, tmp, repeats=3, **settings):
 
 
 def _peak_rss_mib(code: str) -> float:
-    """Peak RSS (MiB) of `python -c code` in a fresh process (ru_maxrss of the child)."""
+    """Peak RSS (MiB) of `python -c code` in a fresh process: VmHWM of its own address space
+    (ru_maxrss would include the pages this parent had when it forked)."""
     probe = (
-        f"{code}\nimport resource\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        f"{code}\n"
+        "line = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0]\n"
+        "print(int(line.split()[1]) / 1024)"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True

@@ -60,7 +60,9 @@ def register(subparsers: Any) -> None:
         help="cap rows per table (most frequent kept; synthetic default 100000; 0 = no cap)",
     )
     p.add_argument("--shard-rows", type=int, default=1 << 22, help="rows per .npy shard")
-    p.add_argument("--chunk-rows", type=int, default=100_000, help="rows read per chunk")
+    p.add_argument(
+        "--chunk-rows", type=int, default=25_000, help="rows read per chunk (memory ~ 5 KB/row)"
+    )
     p.add_argument("--profile", help="kdd12: userid_profile.txt to join Gender and Age")
     p.add_argument("--rows", type=int, help="synthetic: number of rows")
     p.add_argument("--shape", default="criteo", help="synthetic: criteo (default), avazu, kdd12")

@@ -178,8 +178,6 @@ def split_fields(blob: bytes, delimiter: str, n_columns: int) -> tuple[Fields, i
     ends_inner = dl[first_dl[rows][:, None] + np.arange(k)] if k else np.zeros((rows.size, 0), int)
     starts = np.concatenate([line_start[rows][:, None], ends_inner + 1], axis=1)
     ends = np.concatenate([ends_inner, nl[rows][:, None]], axis=1)
-    return (
-        Fields(buf, starts.astype(np.int64), (ends - starts).astype(np.int64)),
-        wrong,
-        int(nl.size),
-    )
+    index = np.int32 if len(buf) < 2**31 - 1 else np.int64  # halves the offset arrays
+    fields = Fields(buf, starts.astype(index), (ends - starts).astype(index))
+    return fields, wrong, int(nl.size)

@@ -59,7 +59,7 @@ class PrepareSettings:
     target_label_rate: float = 0.25
     logit_std: float = 2.0
     # not hashed
-    chunk_rows: int = 100_000
+    chunk_rows: int = 25_000  # ~5 KB of temporaries per Criteo row in flight
     progress: bool | None = None
     teacher: Any = field(default=None, compare=False)
 
