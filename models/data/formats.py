@@ -302,7 +302,7 @@ class Kdd12Format(RawFormat):
         super().__init__(path, settings)
         self.n_columns = 14 if len(_first_line(path).rstrip("\r\n").split("\t")) == 14 else 12
         self._profile: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        profile = settings.get("profile")
+        profile = settings.get("profile_path")
         if profile and self.n_columns == 12:
             self._profile = _load_profile(Path(profile))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import secrets
 import shutil
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from models.data import formats
+from models.data.shards import ShardWriter, stratified_assignment
 from models.data.store import DATA_SCHEMA, MANIFEST, SPLITS, read_manifest
 from models.data.vocab import OOV_INDEX, Hasher, KeyCounter, Vocabulary
 from pimrec import __version__
@@ -66,7 +66,10 @@ class PrepareSettings:
     def hashed(self) -> dict[str, Any]:
         skip = {"chunk_rows", "progress", "teacher"}
         # Not dataclasses.asdict: it would deep-copy the teacher (possibly a torch model).
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        if out["profile"] is not None:  # its content is in the input identity; keep the name
+            out["profile"] = Path(out["profile"]).name
+        return out
 
 
 def make_settings(**settings: Any) -> PrepareSettings:
@@ -159,7 +162,7 @@ def prepare_with_status(
         identity = _input_identity(path)
         if s.profile is not None:
             identity["profile"] = _input_identity(Path(s.profile))
-        source = formats.open_format(format, path, s.hashed())
+        source = formats.open_format(format, path, {"profile_path": s.profile})
         hashed_input = identity
     hash_config = {
         "schema": DATA_SCHEMA,
@@ -198,7 +201,7 @@ def prepare_with_status(
                 f"columns of the {format} format",
             )
         encoders = _encoders(source, s, counts)
-        assignment = _stratified_assignment(counts["label_counts"], s.split, s.seed)
+        assignment = stratified_assignment(counts["label_counts"], s.split, s.seed)
         if tmp is None:
             tmp = _make_tmp(out)
         if replay:
@@ -352,76 +355,6 @@ def _encoders(source: Any, s: PrepareSettings, counts: dict[str, Any]) -> list[A
     return [Vocabulary(*c.result(), s.min_count, cap) for c in counts["counters"]]
 
 
-def split_sizes(n: int, ratios: tuple[float, float, float]) -> list[int]:
-    """Rows per split for `n` rows: floors of n * ratio, the remainder to the largest
-    fractional parts (ties to the earlier split). Sums to n exactly."""
-    raw = [n * r for r in ratios]
-    sizes = [math.floor(x) for x in raw]
-    rest = n - sum(sizes)
-    order = sorted(range(3), key=lambda i: (-(raw[i] - sizes[i]), i))
-    for i in order[:rest]:
-        sizes[i] += 1
-    return sizes
-
-
-def _stratified_assignment(
-    label_counts: np.ndarray, ratios: tuple[float, float, float], seed: int
-) -> list[np.ndarray]:
-    """Per class, a shuffled int8 array of split ids (0 train, 1 val, 2 test), one per row of
-    that class in file order."""
-    out = []
-    for cls in (0, 1):
-        n = int(label_counts[cls])
-        ids = np.repeat(np.arange(3, dtype=np.int8), split_sizes(n, ratios))
-        np.random.default_rng([seed, cls]).shuffle(ids)
-        out.append(ids)
-    return out
-
-
-class _ShardWriter:
-    """Preallocated `.npy` shards of one split, filled in order. Each write maps the shard,
-    copies the rows in and unmaps, so written pages never pile up in this process."""
-
-    KINDS = ("dense", "sparse", "label")
-
-    def __init__(
-        self, folder: Path, split: str, rows: int, n_dense: int, n_sparse: int, shard_rows: int
-    ) -> None:
-        from numpy.lib.format import open_memmap
-
-        self.folder = folder
-        self.shards: list[dict[str, Any]] = []
-        for k, lo in enumerate(range(0, rows, shard_rows)):
-            n = min(shard_rows, rows - lo)
-            names = {kind: f"{split}-{k:05d}.{kind}.npy" for kind in self.KINDS}
-            self.shards.append({**names, "rows": n})
-            for kind, dtype, shape in (
-                ("dense", np.float32, (n, n_dense)),
-                ("sparse", np.int32, (n, n_sparse)),
-                ("label", np.float32, (n,)),
-            ):
-                arr = open_memmap(folder / names[kind], "w+", dtype, shape)
-                del arr  # header written, file sized; filled by write()
-        self.shard_rows = shard_rows
-        self.cursor = 0
-
-    def write(self, dense: np.ndarray, sparse: np.ndarray, label: np.ndarray) -> None:
-        done = 0
-        while done < len(label):
-            k, off = divmod(self.cursor, self.shard_rows)
-            shard = self.shards[k]
-            take = min(len(label) - done, shard["rows"] - off)
-            for kind, src in zip(self.KINDS, (dense, sparse, label), strict=True):
-                dst = np.load(self.folder / shard[kind], mmap_mode="r+")
-                dst[off : off + take] = src[done : done + take]
-                del dst  # unmapped; the kernel writes the pages back
-            done += take
-            self.cursor += take
-
-    def close(self) -> None:
-        pass
-
-
 def _binary_entropy(p: np.ndarray) -> np.ndarray:
     """-(p log p + (1-p) log(1-p)) in nats, 0 at p in {0, 1}."""
     p = np.asarray(p, dtype=np.float64)
@@ -440,7 +373,7 @@ def _write_pass(
     n_dense, n_sparse = len(source.dense_features), len(source.sparse_features)
     sizes = [int((assignment[0] == i).sum() + (assignment[1] == i).sum()) for i in range(3)]
     writers = [
-        _ShardWriter(tmp, name, sizes[i], n_dense, n_sparse, s.shard_rows)
+        ShardWriter(tmp, name, sizes[i], n_dense, n_sparse, s.shard_rows)
         for i, name in enumerate(SPLITS)
     ]
     positives = np.zeros(3, dtype=np.int64)

@@ -93,7 +93,7 @@ class Hasher:
         self._buckets = np.uint64(table_rows - RESERVED_ROWS)
 
     def encode(self, keys: np.ndarray) -> np.ndarray:
-        # Mix the FNV key once more (splitmix64 finaliser) so small moduli use all key bits.
+        # Mix the key once more (splitmix64 finaliser) before taking it modulo the table rows.
         z = keys.astype(np.uint64, copy=True)
         z ^= z >> np.uint64(30)
         z *= np.uint64(0xBF58476D1CE4E5B9)

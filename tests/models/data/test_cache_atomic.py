@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from models.data import pipeline, prepare
+from models.data import pipeline, prepare, shards
 
 
 def _criteo(tmp_path, rows=50):
@@ -64,7 +64,7 @@ def test_failure_mid_write_leaves_nothing(tmp_path, monkeypatch):
         calls.append(1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline._ShardWriter, "write", boom)
+    monkeypatch.setattr(shards.ShardWriter, "write", boom)
     with pytest.raises(KeyboardInterrupt):
         prepare("criteo", path, tmp_path / "out", chunk_rows=50)
     assert calls and sorted(p.name for p in tmp_path.iterdir()) == ["train.txt"]
@@ -82,15 +82,15 @@ def test_failure_keeps_the_previous_complete_folder(tmp_path, monkeypatch):
 
 SLOW_WRITER = """
 import sys, time
-from models.data import pipeline, prepare
+from models.data import prepare, shards
 
-write = pipeline._ShardWriter.write
+write = shards.ShardWriter.write
 
 def slow_write(self, *arrays):  # 0.1 s per chunk and split: the write pass takes >= 1.2 s
     time.sleep(0.1)
     write(self, *arrays)
 
-pipeline._ShardWriter.write = slow_write
+shards.ShardWriter.write = slow_write
 prepare("synthetic", None, sys.argv[1], rows=4 * 65536, shard_rows=65536)
 """
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from models.data import formats, open_split, prepare
-from models.data.pipeline import split_sizes
+from models.data.shards import split_sizes
 
 # Measured C1..C26 cardinalities of the merged file (../shared/data/README.md). They count an
 # empty value as one value; we map empty to the reserved "missing" row instead.
