@@ -47,6 +47,30 @@ def time_steps(step_fn, n, device, warm=3):
     return (time.perf_counter() - t) / n
 
 
+def attention_table(device, batch) -> str:
+    """Forward + backward time of one Attention op (t = 64 tokens) per kernel choice."""
+    from models.nas import ops
+
+    lines = [f"{'attention impl':16s} {'ms fwd+bwd':>10s}"]
+    x = torch.randn(batch, 200, 16, device=device, requires_grad=True)
+    for impl in ("sdpa", "efficient", "math"):
+        ops.ATTENTION["impl"] = impl
+        torch.manual_seed(0)
+        m = ops.Attention(200, 64).to(device)
+
+        def step(m=m):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y = m(x, None, 64)
+            y.float().square().mean().backward()
+
+        try:
+            lines.append(f"{impl:16s} {time_steps(step, 10, device) * 1e3:10.2f}")
+        except RuntimeError as exc:
+            lines.append(f"{impl:16s} failed: {str(exc).splitlines()[0][:60]}")
+    ops.ATTENTION["impl"] = "auto"
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="auto")
@@ -70,6 +94,8 @@ def main() -> None:
     from models.nas.train import SupernetConfig, make_optimizer, train_step, train_supernet
 
     device = resolve_device(args.device)
+    if device.type == "cuda":
+        print(attention_table(device, args.batch_size))
     tmp = Path(tempfile.mkdtemp(prefix="pimrec-bench-"))
     t = time.perf_counter()
     data = args.data or prepare(

@@ -70,7 +70,30 @@ def copy_linear(src: nn.Linear, rows: int | None, cols: Cols) -> nn.Linear:
 
 def token_linear(x: torch.Tensor, lin: nn.Linear, rows: int | None, cols: Cols) -> torch.Tensor:
     """Linear over the token axis: [B, N, 16] -> [B, rows, 16]."""
-    return sliced_linear(x.transpose(1, 2), lin, rows, cols).transpose(1, 2)
+    # contiguous: the LayerNorm / attention that follow run several times faster on CUDA
+    return sliced_linear(x.transpose(1, 2), lin, rows, cols).transpose(1, 2).contiguous()
+
+
+# Self-attention kernel: "sdpa" (F.scaled_dot_product_attention), "efficient" (SDPA forced to the
+# memory-efficient kernel) or "math" (two batched matmuls and a softmax). "auto" takes "math" on
+# CUDA, where the fused kernels handle the 2-wide heads poorly, and "sdpa" elsewhere.
+ATTENTION = {"impl": "auto"}
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax(q k^T / sqrt(d)) v over [B, heads, T, d]."""
+    impl = ATTENTION["impl"]
+    if impl == "auto":
+        impl = "math" if q.is_cuda else "sdpa"
+    if impl == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v)
+    if impl == "efficient":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+            return F.scaled_dot_product_attention(q, k, v)
+    s = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    return torch.matmul(torch.softmax(s, -1).to(v.dtype), v)
 
 
 class FM(nn.Module):
@@ -145,7 +168,7 @@ class Attention(nn.Module):
         y = token_linear(x, self.linear, t, cols)  # [B, t, 16]
         b = y.shape[0]
         q, k, v = self.qkv(y).view(b, t, 3, self.heads, EMB // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, EMB)
+        a = attend(q, k, v).transpose(1, 2).reshape(b, t, EMB)
         y = self.ln1(y + self.out(a))
         return self.ln2(y + self.ff2(F.relu(self.ff1(y))))
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,11 +137,40 @@ class Block(nn.Module):
         return new
 
 
-def _cols(parts: list[np.ndarray], total: int, device: torch.device) -> Cols:
+def _cols(parts: list[np.ndarray], total: int) -> Cols | np.ndarray:
     idx = np.concatenate(parts)
     if np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
         return None if (idx[0] == 0 and len(idx) == total) else slice(int(idx[0]), int(idx[-1]) + 1)
-    return torch.from_numpy(idx.astype(np.int64)).to(device)
+    return idx.astype(np.int64)
+
+
+def _to_device(plans: list[BlockPlan | None], head: Any, device: torch.device | None) -> tuple:
+    """Move every index array of the plans to `device` in one (pinned, non-blocking) copy, so a
+    new subnet costs one transfer and no host-device synchronisation."""
+    arrays = [
+        a for p in plans if p for a in (p.dense_cols, p.tok_cols) if isinstance(a, np.ndarray)
+    ]
+    arrays += [head] if isinstance(head, np.ndarray) else []
+    if not arrays:
+        return plans, head
+    buf = torch.from_numpy(np.concatenate(arrays))
+    if device is not None and device.type == "cuda":
+        buf = buf.pin_memory().to(device, non_blocking=True)
+    elif device is not None:
+        buf = buf.to(device)
+    views, at = {}, 0
+    for a in arrays:
+        views[id(a)] = buf[at : at + len(a)]
+        at += len(a)
+
+    def conv(x: Any) -> Any:
+        return views[id(x)] if isinstance(x, np.ndarray) else x
+
+    plans = [
+        None if p is None else replace(p, dense_cols=conv(p.dense_cols), tok_cols=conv(p.tok_cols))
+        for p in plans
+    ]
+    return plans, conv(head)
 
 
 def subnet_plans(
@@ -174,9 +204,9 @@ def subnet_plans(
             off_t = [0] + [n_sparse + tslot * j for j in range(i)]
             if not binary:
                 d_parts = [off_d[j] + np.arange(widths[j]) for j in b.dense_inputs]
-                dense_cols = _cols(d_parts, n_dense + wmax * i, device)
+                dense_cols = _cols(d_parts, n_dense + wmax * i)
             t_parts = [off_t[j] + positions[j] for j in b.sparse_inputs]
-            tok_cols = _cols(t_parts, n_sparse + tslot * i, device)
+            tok_cols = _cols(t_parts, n_sparse + tslot * i)
         plans.append(
             BlockPlan(
                 (b.dense_op,),
@@ -196,7 +226,8 @@ def subnet_plans(
     if shared:
         last = positions[-1]
         parts = [np.arange(widths[-1]), (wmax + last[:, None] * EMB + np.arange(EMB)).ravel()]
-        head_cols = _cols(parts, wmax + tslot * EMB, device)
+        head_cols = _cols(parts, wmax + tslot * EMB)
+        plans, head_cols = _to_device(plans, head_cols, device)
     return plans, head_cols, widths, tokens
 
 
