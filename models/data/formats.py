@@ -111,6 +111,8 @@ class RawFormat:
     def open_chunks(self, chunk_rows: int) -> Iterator[bytes]:
         """Chunks of at most `chunk_rows` raw lines as bytes (header skipped)."""
         with open(self.path, "rb") as fh:
+            if fh.read(3) != b"\xef\xbb\xbf":  # skip a UTF-8 byte-order mark
+                fh.seek(0)
             for _ in range(self.header_lines):
                 fh.readline()
             while True:
@@ -344,7 +346,8 @@ def _load_profile(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _first_line(path: Path) -> str:
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+    # utf-8-sig: a leading byte-order mark is not part of the header.
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
         return fh.readline()
 
 

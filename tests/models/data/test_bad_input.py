@@ -177,3 +177,26 @@ def test_malformed_rows_are_reported_not_fatal(cli, tmp_path):
     assert r.status == 0, r.err
     assert "malformed rows: non_numeric_dense 1, wrong_column_count 1" in r.out
     assert "30 kept of 32 read" in r.out
+
+
+def test_header_only_file(cli, tmp_path):
+    from models.data.formats import AVAZU_HEADER
+
+    path = _write(tmp_path, "a.csv", ",".join(AVAZU_HEADER) + "\n")
+    out = tmp_path / "out"
+    r = cli("data", "prepare", "--format", "avazu", "--input", path, "--out", out)
+    _assert_clean_failure(r, out, str(path), "rows", "no data rows")
+
+
+def test_byte_order_mark_and_crlf_are_accepted(tmp_path):
+    from models.data import open_split
+    from models.data.formats import AVAZU_HEADER
+
+    row = "1,0,14102100,1005,0,a,b,c,d,e,f,g,h,i,1,2,15706,320,50,1722,0,35,-1,79"
+    rows = [row.replace("1,0,", f"{i},{i % 2},", 1) for i in range(1, 21)]
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join([",".join(AVAZU_HEADER), *rows]).encode())
+    out = prepare("avazu", path, tmp_path / "out", min_count=1)
+    m = open_split(out, "train").manifest
+    assert m["rows"] == {"read": 20, "kept": 20, "malformed": 0}
+    assert m["label_rate"] == 0.5 and m["table_sizes"][-1] == 3  # C21 "79", no "\r"
