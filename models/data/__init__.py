@@ -2,13 +2,21 @@
 
 Public API (numpy only, no torch):
     prepare(format, input, out, **settings) -> Path        raw file / synthetic -> prepared folder
+    prepare_default(out, **overrides) -> Path               the embedded default (synthetic,
+                                                            capped Criteo shape, 1M rows)
     open_split(folder, split) -> SplitArrays                read-only memmaps of train/val/test
     iter_batches(split, batch_size, *, shuffle, seed, drop_last=False) -> (dense, sparse, label)
     read_manifest(folder) -> dict
     Teacher, NumpyTeacher                                   the synthetic label model protocol
 """
 
-from models.data.pipeline import PrepareSettings, prepare, prepare_with_status
+from models.data.pipeline import (
+    EMBEDDED_DEFAULT,
+    PrepareSettings,
+    prepare,
+    prepare_default,
+    prepare_with_status,
+)
 from models.data.store import (
     DATA_SCHEMA,
     SPLITS,
@@ -21,6 +29,7 @@ from models.data.synthetic import NumpyTeacher, Teacher, bayes_log_loss
 
 __all__ = [
     "DATA_SCHEMA",
+    "EMBEDDED_DEFAULT",
     "SPLITS",
     "NumpyTeacher",
     "PrepareSettings",
@@ -30,6 +39,7 @@ __all__ = [
     "iter_batches",
     "open_split",
     "prepare",
+    "prepare_default",
     "prepare_with_status",
     "read_manifest",
 ]

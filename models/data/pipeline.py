@@ -136,6 +136,23 @@ def prepare(format: str, input: str | Path | None, out: str | Path, **settings: 
     return prepare_with_status(format, input, out, **settings).path
 
 
+# The embedded default data set: synthetic rows with the Criteo shape, tables capped at 100,000
+# rows, labels from the default numpy teacher (Bayes-optimal log loss in the manifest).
+EMBEDDED_DEFAULT: dict[str, Any] = {
+    "format": "synthetic",
+    "shape": "criteo",
+    "rows": 1_000_000,
+    "max_table_rows": 100_000,
+    "seed": 0,
+}
+
+
+def prepare_default(out: str | Path, **overrides: Any) -> Path:
+    """Prepare (or reuse from the cache) the embedded default data set in `out`."""
+    settings = {**EMBEDDED_DEFAULT, **overrides}
+    return prepare(settings.pop("format"), None, out, **settings)
+
+
 def prepare_with_status(
     format: str, input: str | Path | None, out: str | Path, **settings: Any
 ) -> PrepareResult:
@@ -421,6 +438,10 @@ def _write_pass(
             "rows": sizes[i],
             "positives": int(positives[i]),
             "label_rate": float(positives[i] / sizes[i]) if sizes[i] else None,
+            # Log loss (nats) of always predicting this split's own label rate: the baseline.
+            "label_entropy": float(_binary_entropy(np.array(positives[i] / sizes[i])))
+            if sizes[i]
+            else None,
             "oov_rate_per_feature": [float(x / sizes[i]) if sizes[i] else 0.0 for x in oov[i]],
             "shards": writers[i].shards,
         }

@@ -131,3 +131,14 @@ def test_not_a_teacher(tmp_path):
     with pytest.raises(PimrecError, match="teacher"):
         prepare("synthetic", None, tmp_path / "x", rows=10, teacher=object())
     assert not (tmp_path / "x").exists()
+
+
+def test_embedded_default_settings(tmp_path):
+    from models.data import EMBEDDED_DEFAULT, prepare_default
+
+    assert EMBEDDED_DEFAULT["shape"] == "criteo" and EMBEDDED_DEFAULT["max_table_rows"] == 100_000
+    m = _manifest(prepare_default(tmp_path / "d", rows=2_000))
+    assert m["format"] == "synthetic" and max(m["table_sizes"]) == 100_000
+    for split in ("train", "val", "test"):
+        info = m["splits"][split]
+        assert info["label_entropy"] == pytest.approx(_entropy(info["label_rate"]), abs=1e-9)
