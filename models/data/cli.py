@@ -45,7 +45,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--format", required=True, help="criteo, avazu, kdd12 or synthetic")
     p.add_argument("--input", help="raw input file (not for synthetic)")
-    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: reused as-is when it holds the same settings hash (cached), else written to a temporary folder and renamed into place",
+    )
     p.add_argument("--seed", type=int, default=0, help="split / generator seed (default 0)")
     p.add_argument(
         "--split", default="0.8,0.1,0.1", help="train,val,test shares (default 0.8,0.1,0.1)"
@@ -68,6 +72,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--shape", default="criteo", help="synthetic: criteo (default), avazu, kdd12")
     p.add_argument("--zipf-exponent", type=float, help="synthetic: one exponent for all tables")
     p.add_argument("--target-label-rate", type=float, default=0.25, help="synthetic (default 0.25)")
+    p.add_argument(
+        "--missing-rate", type=float, default=0.01, help="synthetic: share of missing values"
+    )
     p.add_argument("--logit-std", type=float, default=2.0, help="synthetic teacher logit std")
     p.add_argument(
         "--progress",
@@ -121,6 +128,7 @@ def _prepare(args: argparse.Namespace) -> int:
             zipf_exponent=args.zipf_exponent,
             target_label_rate=args.target_label_rate,
             logit_std=args.logit_std,
+            missing_rate=args.missing_rate,
         )
     elif args.profile:
         settings["profile"] = args.profile
