@@ -233,7 +233,21 @@ class SyntheticSource:
         )
         if not isinstance(self.teacher, Teacher):
             raise PimrecError("teacher lacks logits()/describe()", field="teacher")
-        self.scale, self.bias = self._calibrate()
+        self._calibration: tuple[float, float] | None = None  # computed on first use
+
+    @property
+    def scale(self) -> float:
+        return self._calibrated()[0]
+
+    @property
+    def bias(self) -> float:
+        return self._calibrated()[1]
+
+    def _calibrated(self) -> tuple[float, float]:
+        # Lazily: a cache hit needs only teacher.describe(), not a teacher evaluation.
+        if self._calibration is None:
+            self._calibration = self._calibrate()
+        return self._calibration
 
     def teacher_description(self) -> dict:
         return self.teacher.describe()

@@ -142,3 +142,18 @@ def test_embedded_default_settings(tmp_path):
     for split in ("train", "val", "test"):
         info = m["splits"][split]
         assert info["label_entropy"] == pytest.approx(_entropy(info["label_rate"]), abs=1e-9)
+
+
+def test_cache_hit_does_not_evaluate_the_teacher(tmp_path):
+    calls = []
+
+    class Counting(ConstantTeacher):
+        def logits(self, dense, sparse):
+            calls.append(len(dense))
+            return super().logits(dense, sparse)
+
+    prepare("synthetic", None, tmp_path / "c", rows=1000, teacher=Counting())
+    assert sum(calls) == 1000 + (1 << 15)  # one pass over the rows + the calibration sample
+    calls.clear()
+    prepare("synthetic", None, tmp_path / "c", rows=1000, teacher=Counting())
+    assert calls == []
