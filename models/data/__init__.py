@@ -7,6 +7,7 @@ Public API (numpy only, no torch):
     open_split(folder, split) -> SplitArrays                read-only memmaps of train/val/test
     iter_batches(split, batch_size, *, shuffle, seed, drop_last=False) -> (dense, sparse, label)
     read_manifest(folder) -> dict
+    open_vocabularies(folder) -> list[Vocabulary]           encode new raw values (OOV -> 1)
     Teacher, NumpyTeacher                                   the synthetic label model protocol
 """
 
@@ -23,6 +24,7 @@ from models.data.store import (
     SplitArrays,
     iter_batches,
     open_split,
+    open_vocabularies,
     read_manifest,
 )
 from models.data.synthetic import NumpyTeacher, Teacher, bayes_log_loss
@@ -38,6 +40,7 @@ __all__ = [
     "bayes_log_loss",
     "iter_batches",
     "open_split",
+    "open_vocabularies",
     "prepare",
     "prepare_default",
     "prepare_with_status",

@@ -35,7 +35,10 @@ from pimrec.errors import PimrecError
 from pimrec.report import config_hash
 
 ALL_FORMATS = (*formats.FORMATS, "synthetic")
-SHA256_LIMIT_BYTES = 1 << 30  # larger inputs are identified by size + mtime instead of SHA-256
+SHA256_LIMIT_BYTES = 1 << 30
+VOCABULARY_FILE = (
+    "vocabulary.keys.npy"  # larger inputs are identified by size + mtime instead of SHA-256
+)
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,8 @@ def prepare_with_status(
         if replay:
             source.drop_scratch()
         manifest = _manifest(format, source, s, identity, settings_hash, counts, encoders, splits)
+        if encoders is not None and s.encoding == "vocab":
+            manifest["vocabulary"] = _save_vocabularies(tmp, encoders)
         manifest.update(extra)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _swap_into_place(tmp, out)
@@ -459,6 +464,19 @@ def _write_pass(
             },
         }
     return splits, extra
+
+
+def _save_vocabularies(folder: Path, vocabularies: list[Vocabulary]) -> dict[str, Any]:
+    """All features' keys in index order in one uint64 file; feature f's index 2 + i holds
+    keys[offsets[f] + i]."""
+    keys = np.concatenate([v.ranked_keys for v in vocabularies]).astype(np.uint64)
+    np.save(folder / VOCABULARY_FILE, keys)
+    offsets = np.cumsum([0, *(v.ranked_keys.size for v in vocabularies)])
+    return {
+        "keys_file": VOCABULARY_FILE,
+        "offsets": [int(x) for x in offsets],
+        "key": "fields.key64_reference of the raw value's UTF-8 bytes",
+    }
 
 
 def _manifest(

@@ -6,6 +6,9 @@ On-disk layout of a prepared folder (schema `pimrec.data/1`):
     {split}-{k:05d}.sparse.npy          int32   [rows, n_sparse]  (table-local indices; 0 missing,
                                                                    1 out-of-vocabulary)
     {split}-{k:05d}.label.npy           float32 [rows]            (0.0 / 1.0)
+    vocabulary.keys.npy                 uint64 [sum of table rows - 2 per table] (vocab encoding
+                                        only): the raw-value keys of indices 2, 3, ... per feature,
+                                        feature f at manifest["vocabulary"]["offsets"][f:f+2]
 for split in train, val, test and shard k = 0, 1, ... (at most `shard_rows` rows each).
 """
 
@@ -119,6 +122,27 @@ def read_manifest(folder: str | Path) -> dict:
             "unknown manifest schema", file=path, field="schema", expected=DATA_SCHEMA
         )
     return manifest
+
+
+def open_vocabularies(folder: str | Path) -> list[Any]:
+    """The saved vocabularies of a prepared folder (vocab encoding), one per sparse feature,
+    each with `encode(keys) -> indices` for keys from `formats.hash_strings` or raw fields."""
+    from models.data.vocab import Vocabulary
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    info = manifest.get("vocabulary")
+    if not info:
+        raise PimrecError(
+            "no saved vocabulary (prepared with hashing or from synthetic data)",
+            file=folder,
+            field="vocabulary",
+        )
+    keys = np.load(folder / info["keys_file"], mmap_mode="r")
+    off = info["offsets"]
+    return [
+        Vocabulary.from_ranked(np.array(keys[off[f] : off[f + 1]])) for f in range(len(off) - 1)
+    ]
 
 
 def open_split(folder: str | Path, split: str) -> SplitArrays:

@@ -66,12 +66,23 @@ class Vocabulary:
         order = np.lexsort((keys, -counts))  # count descending, then key ascending
         if max_rows is not None:
             order = order[: max(max_rows - RESERVED_ROWS, 0)]
-        ranked = keys[order]
+        self._set(keys[order])
+        self.distinct_seen = int(keep.size)
+
+    def _set(self, ranked: np.ndarray) -> None:
+        self.ranked_keys = ranked  # key of index 2, 3, ...
         by_key = np.argsort(ranked, kind="stable")
         self.sorted_keys = ranked[by_key]
         self.sorted_index = (by_key + RESERVED_ROWS).astype(np.int32)
-        self.distinct_seen = int(keep.size)
         self.table_rows = int(ranked.size + RESERVED_ROWS)
+
+    @classmethod
+    def from_ranked(cls, ranked_keys: np.ndarray) -> Vocabulary:
+        """The vocabulary whose index 2 + i holds `ranked_keys[i]` (as saved by `prepare`)."""
+        vocab = cls.__new__(cls)
+        vocab._set(np.asarray(ranked_keys, dtype=np.uint64))
+        vocab.distinct_seen = int(vocab.ranked_keys.size)
+        return vocab
 
     def encode(self, keys: np.ndarray) -> np.ndarray:
         """int32 indices: 0 missing, 1 OOV, 2.. in-vocabulary."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.data import iter_batches, open_split, prepare
+from models.data import iter_batches, open_split, open_vocabularies, prepare
 from models.data.store import ShardedArray
 from pimrec.errors import PimrecError
 
@@ -102,6 +102,8 @@ def test_open_split_errors(folders, tmp_path):
         open_split(folders[0], "dev")
     with pytest.raises(PimrecError, match="no manifest.json"):
         open_split(tmp_path, "train")
+    with pytest.raises(PimrecError, match="vocabulary: no saved vocabulary"):
+        open_vocabularies(folders[0])
     with pytest.raises(PimrecError, match="batch_size"):
         next(iter_batches(open_split(folders[0], "val"), 0, shuffle=False, seed=0))
 
