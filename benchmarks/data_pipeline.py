@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/data_pipeline.py            # real samples, synthetic, iterator
     .venv/bin/python benchmarks/data_pipeline.py --big      # + peak memory at 2M synthetic rows
-                                                            #   and a 40x-replicated Criteo file
+                                                            #   and 1x..80x-replicated Criteo
 
 Figures: prepare rows/s (both passes, from the raw file to the shards), iter_batches samples/s
 (numpy batches, what the trainer converts to torch), peak resident memory (MiB) of a prepare in a
@@ -61,7 +61,11 @@ def _iter_rate(split, batch_size, shuffle, seconds=3.0):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--big", action="store_true", help="also measure memory at 2M rows (~1 min)")
+    ap.add_argument(
+        "--big",
+        action="store_true",
+        help="also measure memory at 2M rows and up to 814k Criteo rows (~1.5 min)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for fmt, rel in (
@@ -95,19 +99,23 @@ def main() -> None:
                 )
             src = SHARED / "criteo" / "criteo_labeled_merged_dedup.tsv"
             if src.is_file():
-                big = Path(tmp) / "criteo40x.tsv"
                 text = src.read_text()
-                big.write_text(text * 40)  # 40x the rows, the same vocabularies
-                for path, label in ((src, "10k rows"), (big, "407k rows")):
+                copies = []
+                for times in (1, 10, 40, 80):  # the same vocabularies, more rows
+                    path = Path(tmp) / f"criteo{times}x.tsv"
+                    path.write_text(text * times)
+                    copies.append((path, 10181 * times))
+                for path, rows in copies:
                     code = (
                         "from models.data import prepare\n"
                         f"prepare('criteo', {str(path)!r}, {str(Path(tmp) / ('m' + path.stem))!r})"
                     )
                     t = time.perf_counter()
                     rss = _peak_rss_mib(code)
+                    sec = time.perf_counter() - t
                     print(
-                        f"peak RSS, criteo prepare {label}: {rss:,.0f} MiB "
-                        f"({time.perf_counter() - t:.1f} s incl. interpreter start)"
+                        f"peak RSS, criteo prepare {rows:>7,} rows: {rss:,.0f} MiB "
+                        f"({sec:.1f} s incl. interpreter start: {rows / sec:,.0f} rows/s)"
                     )
 
 
