@@ -11,12 +11,15 @@ one command per cycle. At each cycle the controller issues, in order of preferen
      <= low-watermark entries and a read is queued): the oldest request among those whose next
      command (ACT, PRE or the column command) is ready first; a PRE that would close a row an
      active-buffer request waits for is held back.
-Within a bank all requests that need the same command are ready at the same cycle, so the scan
-looks at most at two candidates per bank (the oldest row hit and the oldest other request).
+Within a bank all requests that need the same command are ready at the same cycle, so each bank
+offers at most two candidates per queue (the oldest row hit, or the oldest request when the bank
+is closed; and the oldest other request, which needs PRE). Candidates and the bank-group and bank
+part of their ready cycle are cached per bank and refreshed only when that bank's list, state or
+bank-group timing changes; a scan adds the channel and rank part, shared by a rank's banks.
 Instead of ticking, a controller's scan returns the first cycle at which it will issue and what;
 nothing changes before then unless a request arrives or a refresh falls due, so the loop jumps
 to the earliest of those events. Hot paths are inlined by hand (numba calls with array
-arguments cost reference counting).
+arguments cost reference counting in some numba versions).
 """
 # ruff: noqa: ANN001, ANN201
 
@@ -40,10 +43,22 @@ def _next_write_mode(mode, rq_len, wq_len, hi_wm, lo_wm):
 
 
 @njit(cache=True)
+def _remove(qb, qbn, q, b, i):
+    m = qbn[q, b]
+    pos = 0
+    while qb[q, b, pos] != i:
+        pos += 1
+    for s in range(pos, m - 1):
+        qb[q, b, s] = qb[q, b, s + 1]
+    qbn[q, b] = m - 1
+
+
+@njit(cache=True)
 def simulate_kernel(
     req_ctrl, req_bank, req_row, req_write, req_arrival, req_line,
     bank_ch_node, bank_rank_node, bank_bg_node,
-    n_ctrl, banks_per_ctrl, ranks_per_ctrl, banks_per_rank, ranks_per_channel, rank_off, bank_off,
+    n_ctrl, banks_per_ctrl, ranks_per_ctrl, banks_per_rank, banks_per_group, ranks_per_channel,
+    rank_off, bank_off,
     rq_cap, wq_cap, hi_wm, lo_wm, closed_policy, fcfs, read_latency, write_latency, trefi,
     prev_start, level, next_cmd, latency, sibling, win_prev, win_next, win_latency, win_size,
     ready, win_hist, win_count,
@@ -57,11 +72,13 @@ def simulate_kernel(
     rank_open = np.zeros(n_ranks, np.int64)
     rank_open_since = np.zeros(n_ranks, np.int64)
     ref_pending = np.zeros(n_ranks, np.int64)
-    # per-bank request lists, oldest first: [0] reads, [1] writes (one array each, so that no
-    # array variable is re-bound in the loop: that costs reference counting in numba)
+    # per-bank request lists, oldest first: [0] reads, [1] writes
     qb = np.empty((2, n_banks, max(rq_cap, wq_cap)), np.int64)
     qbn = np.zeros((2, n_banks), np.int64)
     hits = np.zeros((2, n_banks), np.int64)  # list entries whose row is the open row
+    cand = np.full((2, 2, 3, n_banks), INF, np.int64)  # see _refresh_candidates
+    base = np.zeros(8, np.int64)  # channel and rank part of the ready cycle, per command
+    dirty = np.zeros(n_banks, np.bool_)  # banks whose candidates must be re-derived
     rq_n = np.zeros(n_ctrl, np.int64)
     wq_n = np.zeros(n_ctrl, np.int64)
     aq = np.empty((n_ctrl, banks_per_ctrl), np.int64)
@@ -153,56 +170,65 @@ def simulate_kernel(
                         cas = 4 if wm else 3
                         b_from = c * banks_per_ctrl
                         b_to = b_from + banks_per_ctrl
+                        fcfs_id = -1
                         if fcfs:  # only the oldest request of the queue is a candidate
                             oldest, ob = INF, -1
                             for b in range(b_from, b_to):
                                 if qbn[q, b] > 0 and qb[q, b, 0] < oldest:
                                     oldest, ob = qb[q, b, 0], b
                             b_from, b_to = (ob, ob + 1) if ob >= 0 else (0, 0)
+                            fcfs_id = oldest
                         tb, b_id, b_cmd = INF, INF, -1
-                        cur_rank, base_act, base_pre, base_cas = -1, 0, 0, 0
+                        cur_rank = -1
                         for b in range(b_from, b_to):
-                            m = qbn[q, b]
-                            if m == 0:
-                                continue
-                            orow = open_row[b]
+                            if dirty[b]:  # re-derive this bank's candidates
+                                dirty[b] = False
+                                orow = open_row[b]
+                                bgn = bank_bg_node[b]
+                                bkn = bank_off + b
+                                for qq in range(2):
+                                    m = qbn[qq, b]
+                                    cand[qq, 0, 2, b] = INF
+                                    cand[qq, 1, 2, b] = INF
+                                    if m == 0:
+                                        continue
+                                    if orow < 0:
+                                        cand[qq, 0, 0, b] = qb[qq, b, 0]
+                                        cand[qq, 0, 1, b] = 0
+                                        cand[qq, 0, 2, b] = max(ready[bgn, 0], ready[bkn, 0])
+                                        continue
+                                    if hits[qq, b] > 0:
+                                        s = 0
+                                        while req_row[qb[qq, b, s]] != orow:
+                                            s += 1
+                                        cmd = 3 + qq
+                                        cand[qq, 0, 0, b] = qb[qq, b, s]
+                                        cand[qq, 0, 1, b] = cmd
+                                        cand[qq, 0, 2, b] = max(ready[bgn, cmd], ready[bkn, cmd])
+                                    if hits[qq, b] < m:
+                                        s = 0
+                                        while req_row[qb[qq, b, s]] == orow:
+                                            s += 1
+                                        cand[qq, 1, 0, b] = qb[qq, b, s]
+                                        cand[qq, 1, 1, b] = 1
+                                        cand[qq, 1, 2, b] = max(ready[bgn, 1], ready[bkn, 1])
                             rk = bank_rank_node[b]
-                            if rk != cur_rank:  # channel and rank parts, shared by the rank's banks
+                            if rk != cur_rank:  # channel and rank part, shared by the rank's banks
                                 cur_rank = rk
                                 chn = bank_ch_node[b]
-                                base_act = max(ready[chn, 0], ready[rk, 0])
-                                base_pre = max(ready[chn, 1], ready[rk, 1])
-                                base_cas = max(ready[chn, cas], ready[rk, cas])
-                            for phase in range(2):
-                                if orow < 0:  # closed bank: the oldest request needs ACT
-                                    if phase == 1:
-                                        break
-                                    cid, cmd = qb[q, b, 0], 0
-                                elif phase == 0:  # the oldest row hit needs its column command
-                                    if hits[q, b] == 0 or (fcfs and req_row[qb[q, b, 0]] != orow):
-                                        continue
-                                    s = 0
-                                    while req_row[qb[q, b, s]] != orow:
-                                        s += 1
-                                    cid, cmd = qb[q, b, s], cas
-                                else:  # the oldest other request needs PRE
-                                    if hits[q, b] == m or (fcfs and req_row[qb[q, b, 0]] == orow):
-                                        continue
-                                    s = 0
-                                    while req_row[qb[q, b, s]] == orow:
-                                        s += 1
-                                    cid, cmd = qb[q, b, s], 1
-                                r = base_act if cmd == 0 else (base_pre if cmd == 1 else base_cas)
-                                x = ready[bank_bg_node[b], cmd]
-                                if x > r:
-                                    r = x
-                                x = ready[bank_off + b, cmd]
-                                if x > r:
-                                    r = x
-                                if r < t0:
-                                    r = t0
+                                base[0] = max(ready[chn, 0], ready[rk, 0])
+                                base[1] = max(ready[chn, 1], ready[rk, 1])
+                                base[cas] = max(ready[chn, cas], ready[rk, cas])
+                            for slot in range(2):
+                                loc = cand[q, slot, 2, b]
+                                if loc >= INF:
+                                    continue
+                                cid = cand[q, slot, 0, b]
+                                if fcfs and cid != fcfs_id:
+                                    continue
+                                r = max(loc, base[cand[q, slot, 1, b]], t0)
                                 if r < tb or (r == tb and cid < b_id):
-                                    tb, b_id, b_cmd = r, cid, cmd
+                                    tb, b_id, b_cmd = r, cid, cand[q, slot, 1, b]
                         if tb < t:
                             guarded = False
                             if b_cmd == 1:
@@ -265,6 +291,7 @@ def simulate_kernel(
                         hits[0, b] += 1
                 enqueue_cycle[i] = now
                 head += 1
+                dirty[b] = True
                 refreshing = False
                 for rr in range(c * ranks_per_ctrl, (c + 1) * ranks_per_ctrl):
                     if ref_pending[rr] > 0:
@@ -338,13 +365,7 @@ def simulate_kernel(
                 outcome[i] = MISS if cmd == 0 else (CONFLICT if cmd == 1 else HIT)
             if cmd == 0:  # ACT: the request moves to the active buffer
                 q = 0 if kind == K_READ else 1
-                m = qbn[q, b]
-                pos = 0
-                while qb[q, b, pos] != i:
-                    pos += 1
-                for s in range(pos, m - 1):
-                    qb[q, b, s] = qb[q, b, s + 1]
-                qbn[q, b] = m - 1
+                _remove(qb, qbn, q, b, i)
                 if q == 0:
                     rq_n[c] -= 1
                 else:
@@ -379,13 +400,7 @@ def simulate_kernel(
                     aq_n[c] -= 1
                 else:
                     q = 0 if kind == K_READ else 1
-                    m = qbn[q, b]
-                    pos = 0
-                    while qb[q, b, pos] != i:
-                        pos += 1
-                    for s in range(pos, m - 1):
-                        qb[q, b, s] = qb[q, b, s + 1]
-                    qbn[q, b] = m - 1
+                    _remove(qb, qbn, q, b, i)
                     hits[q, b] -= 1
                     if q == 0:
                         rq_n[c] -= 1
@@ -402,8 +417,9 @@ def simulate_kernel(
                 if done_cycle[i] > last:
                     last = done_cycle[i]
                 n_done += 1
-        # ---- record the issue in the timing state (record_issue() of timing_kernels, inlined)
-        for k in range(prev_start[cmd], prev_start[cmd + 1]):
+        # ---- record the issue in the timing state, then refresh the cached candidates of the
+        # banks whose bank-group or bank timing (or state) it changed
+        for k in range(prev_start[cmd], prev_start[cmd + 1]):  # record_issue(), inlined
             v = now + latency[k]
             nx = next_cmd[k]
             lv = level[k]
@@ -434,6 +450,16 @@ def simulate_kernel(
                     v = win_hist[w, rr, count % size] + win_latency[w]
                     if ready[rkn, win_next[w]] < v:
                         ready[rkn, win_next[w]] = v
+        if b >= 0:
+            b_lo = b - b % banks_per_group
+            b_hi = b_lo + banks_per_group
+        elif cmd == 2:
+            b_lo = rr * banks_per_rank
+            b_hi = b_lo + banks_per_rank
+        else:
+            b_lo = b_hi = 0
+        for bb in range(b_lo, b_hi):
+            dirty[bb] = True
         cmd_counts[cmd] += 1
         ctrl_free[c] = now + 1
         # the frontend refills a freed slot at the next cycle: do it now when no other event

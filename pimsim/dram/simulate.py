@@ -168,7 +168,7 @@ def _run(spec, addr, is_write, arrival, data_path, want_log):  # noqa: ANN001, A
         n_ch if per_channel else n_ranks,
         spec.banks_per_rank * (spec.ranks_per_channel if per_channel else 1),
         spec.ranks_per_channel if per_channel else 1,
-        spec.banks_per_rank, spec.ranks_per_channel, rank_off, bank_off,
+        spec.banks_per_rank, spec.banks_per_group, spec.ranks_per_channel, rank_off, bank_off,
         ctl.read_queue_entries, ctl.write_queue_entries,
         ctl.write_high_watermark_entries, ctl.write_low_watermark_entries,
         int(ctl.row_policy == "closed"), int(ctl.scheduler == "fcfs"),
