@@ -6,6 +6,9 @@ otherwise one single-operator any-connection subnet drawn from the run's numpy g
 (eps 1e-2, no weight decay), lr 0.12 with 10 % linear warm-up then cosine to 0, grad-norm clip 5,
 batch 512, BCE-with-logits. On CUDA the forward runs under bf16 autocast.
 
+Resume is bitwise exact on the CPU (tested). On CUDA the embedding and index_select backward
+passes use atomic adds, so a resumed run matches an uninterrupted one only to rounding.
+
 Output folder: `checkpoint.pt` (every `checkpoint_every` steps and at the end; running the same
 command again resumes from it exactly), `train.log` (starts with the resolved config), and
 `report.json`.
@@ -275,15 +278,17 @@ def train_model(config: ModelConfig, out: str | Path, *, progress: bool = True) 
     val, _, _ = split_info(config.data, "val")
     test, _, _ = split_info(config.data, "test")
     device = resolve_device(config.device)
-    for s in config.seeds:
-        build_model(config, tables, n_dense, s)  # validate inputs before any work
-        break
+    build_model(config, tables, n_dense, config.seeds[0])  # bad --subnet / --model: fail early
     per_epoch = len(arrays) // config.batch_size
     total = per_epoch * config.epochs if config.max_steps is None else config.max_steps
     if total < 1:
         raise PimrecError("no training steps", field="steps", expected="at least one batch")
     every = config.eval_every or max(1, total // 10)
     cfg = asdict(config) | {"total_steps": total, "eval_every": every}
+    if config.subnet is not None:
+        from models.nas.space import load_subnet
+
+        cfg["subnet_record"] = load_subnet(config.subnet).to_dict()
     log = RunLog(out / "train.log", cfg, None)
     per_seed = []
     for seed in config.seeds:
