@@ -50,11 +50,25 @@ def test_presets_show_yaml_and_json(cli, tmp_path):
     assert all(k.endswith(("_cycles", "_ps", "_ns")) for k in doc["preset"]["dram"]["timing"])
 
 
-def test_demo_writes_report(cli, tmp_path):
-    result = cli("demo", "--out", tmp_path)
-    assert result.status == 0
+def test_demo_end_to_end_small(cli, tmp_path):
+    # the main job on a tiny slice: data -> train -> trace -> simulate -> report
+    result = cli("demo", "--out", tmp_path, "--rows", "3000", "--steps", "5", "--trace-batch", "32",
+                 "--models", "dlrm", "--hw", "dimm-nmp", "--mode", "fast", "--no-progress")
+    assert result.status == 0, result.err
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["schema"] == "pimrec.report/1"
+    assert report["schema"] == "pimrec.report/1" and report["kind"] == "demo"
+    dlrm = report["results"]["dlrm"]
+    assert 0.0 <= dlrm["auc"] <= 1.0 and dlrm["logloss"] > 0
+    assert dlrm["excess_logloss"] == dlrm["logloss"] - report["results"]["bayes_optimal_test_logloss"]
+    sim = dlrm["hardware"]["dimm-nmp"]
+    assert sim["speedup"] > 0 and (tmp_path / "traces" / "dlrm.json").is_file()
+    assert "dlrm" in result.out and "dimm-nmp" in result.out
+
+
+def test_demo_rejects_bad_preset_before_work(cli, tmp_path):
+    result = cli("demo", "--out", tmp_path, "--hw", "nope")
+    assert result.status == 2 and len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "data").exists()
 
 
 def test_console_script_runs():
