@@ -55,6 +55,8 @@ def sliced_weight(
 
 
 def sliced_linear(x: torch.Tensor, lin: nn.Linear, rows: int | None, cols: Cols) -> torch.Tensor:
+    if isinstance(cols, torch.Tensor) and cols.numel() > x.shape[-1]:  # padded selection
+        x = F.pad(x, (0, cols.numel() - x.shape[-1]))
     w, b = sliced_weight(lin, rows, cols)
     return F.linear(x, w, b)
 

@@ -42,6 +42,23 @@ def _cols(parts: list[np.ndarray], total: int) -> Cols | np.ndarray:
     return idx.astype(np.int64)
 
 
+# Gathered dense input columns are padded (with zero inputs) to a multiple of this many on CUDA,
+# so the matmul shapes of sampled subnets repeat and the BLAS library's per-shape heuristics stay
+# cached (a new shape cost ~150 us of host time on the H200 machine: benchmarks/train_mm_shapes.py).
+# "auto": 128 on CUDA, none elsewhere; an int forces it (tests use it on the CPU).
+PAD_COLS: dict[str, Any] = {"multiple": "auto"}
+
+
+def _pad(cols: Any, device: torch.device | None) -> Any:
+    multiple = PAD_COLS["multiple"]
+    if multiple == "auto":
+        multiple = 128 if device is not None and device.type == "cuda" else 0
+    if not isinstance(cols, np.ndarray) or not multiple or len(cols) % multiple == 0:
+        return cols
+    extra = multiple - len(cols) % multiple
+    return np.concatenate([cols, np.full(extra, cols[0], dtype=cols.dtype)])
+
+
 def _to_device(plans: list[BlockPlan | None], head: Any, device: torch.device | None) -> tuple:
     """Move every index array of the plans to `device` in one (pinned, non-blocking) copy, so a
     new subnet costs one transfer and no host-device synchronisation."""
@@ -102,7 +119,7 @@ def subnet_plans(
             off_t = [0] + [n_sparse + tslot * j for j in range(i)]
             if not binary:
                 d_parts = [off_d[j] + np.arange(widths[j]) for j in b.dense_inputs]
-                dense_cols = _cols(d_parts, n_dense + wmax * i)
+                dense_cols = _pad(_cols(d_parts, n_dense + wmax * i), device)
             t_parts = [off_t[j] + positions[j] for j in b.sparse_inputs]
             tok_cols = _cols(t_parts, n_sparse + tslot * i)
         plans.append(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -99,9 +100,12 @@ class Block(nn.Module):
             out_s = torch.cat([sparse, extra.to(sparse.dtype)], 1)
         return out_d, out_s
 
-    def extract(self, p: BlockPlan, wl: int, wr: int) -> Block:
-        """A standalone copy of the slice of this block that plan `p` uses."""
+    def extract(self, p: BlockPlan, wl: int, wr: int, dense_in: int | None = None) -> Block:
+        """A standalone copy of the slice of this block that plan `p` uses (`dense_in`: the true
+        width of the concatenated dense input, when the plan's selection is padded)."""
         new = Block((), (), dense_in=1, tokens_in=1, d=1, t=1, left_max=1, d2s=False, s2d=False)
+        if isinstance(p.dense_cols, torch.Tensor) and dense_in is not None:  # drop the padding
+            p = replace(p, dense_cols=p.dense_cols[:dense_in])
         for op in p.dense_ops:
             m = self.dense[op]
             if op == "fc":
@@ -302,7 +306,8 @@ def extract_subnet(supernet: Supernet, subnet: Subnet) -> SubnetModel:
         if p is None:
             continue
         wl, wr = (model._widths[j] for j in p.binary_nodes) if p.binary_nodes else (0, 0)
-        model.blocks[str(i)] = supernet.blocks[i].extract(p, wl, wr).to(device)
+        dense_in = sum(model._widths[j] for j in p.dense_nodes)
+        model.blocks[str(i)] = supernet.blocks[i].extract(p, wl, wr, dense_in).to(device)
     model.head = copy_linear(supernet.head, None, head_cols)
     return model
 

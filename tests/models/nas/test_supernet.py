@@ -70,3 +70,28 @@ def test_seeded_init_is_reproducible(tiny):
     b = Supernet("tiny", TABLES, N_DENSE, seed=3).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert np.isfinite(Supernet("tiny", TABLES, N_DENSE)(*tiny_batch()).detach().numpy()).all()
+
+
+def test_padded_column_selection_is_exact(tiny, monkeypatch):
+    """The CUDA shape padding (zero inputs, repeated index) changes neither outputs nor grads."""
+    from models.nas import plans
+
+    dense, sparse = tiny_batch()
+    for seed in range(4):
+        sub = sample_subnet("tiny", seed)
+        ref = Supernet("tiny", TABLES, N_DENSE, seed=seed)
+        ref(dense, sparse, sub).sum().backward()
+        monkeypatch.setitem(plans.PAD_COLS, "multiple", 8)
+        net = Supernet("tiny", TABLES, N_DENSE, seed=seed)
+        out = net(dense, sparse, sub)
+        out.sum().backward()
+        monkeypatch.setitem(plans.PAD_COLS, "multiple", "auto")
+        torch.testing.assert_close(out, ref(dense, sparse, sub))
+        for (name, a), b in zip(net.named_parameters(), ref.parameters(), strict=True):
+            assert (a.grad is None) == (b.grad is None), name
+            if a.grad is not None:
+                torch.testing.assert_close(a.grad, b.grad, msg=name)
+        monkeypatch.setitem(plans.PAD_COLS, "multiple", 8)
+        model = extract_subnet(net, sub)
+        torch.testing.assert_close(model(dense, sparse), out.detach())
+        monkeypatch.setitem(plans.PAD_COLS, "multiple", "auto")
