@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table")
     ap.add_argument("--no-kernel-table", dest="kernel_table", action="store_false")
+    ap.add_argument("--ab-pad", action="store_true", help="sampled paths with and without padding")
     args = ap.parse_args()
 
     from models.data import open_split, prepare
@@ -137,6 +138,19 @@ def main() -> None:
         print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=40))
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12,
                                         max_name_column_width=40))  # fmt: skip
+    if args.ab_pad:
+        from models.nas import plans
+
+        for rnd in range(2):
+            for multiple in (0, 128):
+                plans.PAD_COLS["multiple"] = multiple
+                net._cache.clear()
+                s = time_steps(sampled_step, args.steps, device)
+                rows.append(
+                    (f"sampled paths, K padded to {multiple} (round {rnd})", bs / s, s * 1e3)
+                )
+        plans.PAD_COLS["multiple"] = "auto"
+        net._cache.clear()
     s = time_steps(sampled_step, args.steps, device)
     rows.append(("supernet, sampled single paths, data from shards", bs / s, s * 1e3))
     if args.full_steps:
