@@ -42,11 +42,12 @@ def _cols(parts: list[np.ndarray], total: int) -> Cols | np.ndarray:
     return idx.astype(np.int64)
 
 
-# Gathered dense input columns are padded (with zero inputs) to a multiple of this many on CUDA,
-# so the matmul shapes of sampled subnets repeat and the BLAS library's per-shape heuristics stay
-# cached (a new shape cost ~150 us of host time on the H200 machine: benchmarks/train_mm_shapes.py).
-# "auto": 128 on CUDA, none elsewhere; an int forces it (tests use it on the CPU).
-PAD_COLS: dict[str, Any] = {"multiple": "auto"}
+# Gathered dense input columns can be padded (with zero inputs) to a multiple of this many, so the
+# matmul shapes of sampled subnets repeat and the BLAS library's per-shape heuristics stay cached (a
+# new shape cost ~150 us of host time on the H200 machine: benchmarks/train_mm_shapes.py). An A/B
+# in one run (train_supernet.py --ab-pad) showed no gain at batch 8192 (254k vs 248k, 261k vs 260k
+# samples/s), so it is off: 0 = off, "auto" = 128 on CUDA, an int forces it (tested exact).
+PAD_COLS: dict[str, Any] = {"multiple": 0}
 
 
 def _pad(cols: Any, device: torch.device | None) -> Any:
