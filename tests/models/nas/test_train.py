@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from models.nas.space import sample_subnet, save_subnet
@@ -81,3 +82,29 @@ def test_subnet_teacher_is_deterministic_and_feeds_prepare(tiny, tmp_path):
     out = prepare("synthetic", None, tmp_path / "d", rows=500, max_table_rows=40,
                   teacher=teacher, progress=False)  # fmt: skip
     assert len(open_split(out, "train")) > 0
+
+
+def test_resume_after_interrupt_between_checkpoints(tiny, tiny_data, tmp_path, monkeypatch):
+    """A run killed mid-interval restarts from the last checkpoint and ends bitwise equal."""
+    import models.nas.train as train
+
+    cfg = SupernetConfig(str(tiny_data), space="tiny", steps=8, batch_size=64,
+                         checkpoint_every=3, full_warmup_steps=4)  # fmt: skip
+    train_supernet(cfg, tmp_path / "a", progress=False)
+    real, calls = train.train_step, [0]
+
+    def dying_step(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 5:  # after the step-3 checkpoint, before the step-6 one
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(train, "train_step", real)
+    assert _load(tmp_path / "b" / "checkpoint.pt")["step"] == 3
+    train_supernet(cfg, tmp_path / "b", progress=False)
+    a, b = _load(tmp_path / "a" / "checkpoint.pt"), _load(tmp_path / "b" / "checkpoint.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["rng"]["numpy"] == b["rng"]["numpy"]
