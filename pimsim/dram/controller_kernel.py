@@ -407,7 +407,11 @@ def simulate_kernel(
                     else:
                         wq_n[c] -= 1
                     front_min = now + 1
-                if closed_policy and hits[0, b] + hits[1, b] == 0:
+                wanted = hits[0, b] + hits[1, b]  # queued requests for this open row
+                for s in range(aq_n[c]):  # and one that opened it, if another request did
+                    if req_bank[aq[c, s]] == b:
+                        wanted += 1
+                if closed_policy and wanted == 0:
                     cmd += 2  # RDA / WRA: auto-precharge, no other request wants this row
                     open_row[b] = -1
                     rank_open[rr] -= 1

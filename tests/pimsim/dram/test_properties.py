@@ -124,3 +124,13 @@ def test_more_channels_never_lower_bandwidth_hypothesis(seed):
         res = simulate_requests(spec, stream_addrs(spec, n, start), np.zeros(n, bool))
         assert res.bandwidth_gbps >= last * (1 - 1e-12)
         last = res.bandwidth_gbps
+
+
+def test_closed_row_keeps_a_row_an_active_request_waits_for():
+    # regression (found by hypothesis): a write hit must not auto-precharge the row that an
+    # older read in the active buffer opened and still waits for
+    spec = SPECS["ddr4-2rank-closed"]
+    addr = np.array([65536, 0, 0, 0, 0, 0, 0, 0, 0], np.uint64)
+    is_write = np.array([True, False, True, False, False, False, False, False, False])
+    res = simulate_requests(spec, addr, is_write, command_log=True)
+    assert check_command_log(spec, res.command_log) == []
