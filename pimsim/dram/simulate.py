@@ -109,8 +109,9 @@ def simulate_requests(
     """Simulate byte addresses `addr` (uint64, one burst each) with `is_write` flags.
 
     `arrival_dram_cycles` (non-decreasing int64) is when each request reaches the controller's
-    frontend; None offers one request per cycle, accepted as fast as the queues take them (a
-    trace frontend with no think time). Requests enter in order: a full queue blocks the rest.
+    frontend; None means all are available at cycle 0 and are accepted as fast as the queues
+    take them (a trace frontend with no think time and no per-cycle limit, so that many channels
+    can be kept busy). Requests enter in order: a full queue blocks the rest.
     `data_path` is "channel" (host access), "rank" (rank-level NMP) or "bank" (bank-level PIM),
     see `pimsim.dram.constraints`. `command_log` keeps every issued command (for checks).
     """
@@ -130,8 +131,8 @@ def _run(spec, addr, is_write, arrival, data_path, want_log):  # noqa: ANN001, A
     n = addr.shape[0]
     if is_write.shape != (n,):
         raise ValueError(f"is_write must have shape ({n},), got {is_write.shape}")
-    if arrival is None:
-        arrival = np.arange(n, dtype=np.int64)
+    if arrival is None:  # all available at once; the queues' room paces them
+        arrival = np.zeros(n, dtype=np.int64)
     else:
         arrival = np.ascontiguousarray(arrival, dtype=np.int64)
         if arrival.shape != (n,):

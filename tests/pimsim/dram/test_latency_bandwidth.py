@@ -9,7 +9,7 @@ from pimsim.dram import closed_forms as cf
 from pimsim.dram.mapping import encode_address
 from pimsim.dram.simulate import simulate_requests
 
-from .conftest import INTERPRETED, ddr4, random_addrs, stream_addrs
+from .conftest import INTERPRETED, ddr4, hbm2, random_addrs, stream_addrs
 
 
 def _two_reads(spec, second: int):
@@ -109,3 +109,23 @@ def test_random_small_is_activate_bound(spec):
     res = simulate_requests(spec, random_addrs(spec, n), np.zeros(n, bool))
     assert res.bandwidth_gbps <= cf.activate_limited_bandwidth_gbps(spec)
     assert res.bandwidth_gbps >= 0.8 * cf.activate_limited_bandwidth_gbps(spec)  # 20% tolerance
+
+
+@pytest.mark.jit_only
+def test_hbm2_stack_streaming_reaches_refresh_limited_peak():
+    # 16 pseudo-channels x 16 GB/s = 256 GB/s; refresh costs ~9.8% (hardware.md s2): a stream
+    # interleaved over the pseudo-channels (RoBaRaCoCh, channel bits lowest) gets within 1%
+    spec = hbm2()
+    n = 400_000
+    res = simulate_requests(spec, stream_addrs(spec, n), np.zeros(n, bool))
+    assert cf.peak_bandwidth_gbps(spec) == pytest.approx(256.0)
+    assert cf.refresh_overhead_fraction(spec) == pytest.approx(0.098, abs=0.002)
+    assert res.bandwidth_gbps == pytest.approx(cf.refresh_limited_bandwidth_gbps(spec), rel=0.01)
+
+
+def test_hbm2_unloaded_miss_latency():
+    # hardware.md s2: unloaded row-miss latency ~42 ns (RCD 14 + CL 14 + burst, 1 ns tCK); 2 ns
+    spec = hbm2()
+    res = simulate_requests(spec, np.array([0], np.uint64), np.zeros(1, bool))
+    assert res.read_latency_dram_cycles[0] == cf.unloaded_read_latency_dram_cycles(spec, "miss")
+    assert cf.unloaded_read_latency_ns(spec, "miss") + 14 * 1.0 == pytest.approx(42.0, abs=2.0)
