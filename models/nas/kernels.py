@@ -1,0 +1,541 @@
+"""Triton kernels for two hot ops of supernet training, with pure-torch references.
+
+- `fused_attention(q, k, v, t_valid)`: softmax(q k^T / sqrt(D)) v over [B, H, T, D] with tiny
+  heads (D = 2 in the supernet) and T <= 128 tokens. One program holds the whole T x T score tile
+  of one (batch, head) in registers (fp32), so no [B, H, T, T] tensor is ever materialised; the
+  backward recomputes the probabilities from q, k and the saved row logsumexp.
+- `token_layer_norm(x, weight, bias, eps)`: LayerNorm over a narrow last dim (N = 16 per token),
+  a block of rows per program; the backward writes per-program partial sums of dweight / dbias.
+
+Both run the Triton kernels for CUDA tensors when triton imports (and `KERNELS["enabled"]`), the
+references otherwise, so CPU code paths work without triton. Neither syncs with the host nor
+allocates data-dependent sizes, so both can be captured in CUDA graphs (after one warm-up call
+has compiled the kernels). `KERNELS["force"] = True` sends CPU tensors to the Triton path too,
+which needs Triton's interpreter: TRITON_INTERPRET=1 set before this module was imported.
+"""
+
+# Triton kernel arguments carry no Python annotations (Triton reads annotations as types).
+# ruff: noqa: ANN001
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Any
+
+import torch
+
+try:  # optional: CI machines have neither triton nor a GPU
+    import triton
+    import triton.language as tl
+except Exception:  # noqa: BLE001 - any import failure means "no triton"
+    triton = None
+    tl = None
+
+# "enabled": use the kernels for CUDA tensors; "force": also for CPU tensors (interpreter only);
+# the others: launch settings, 0 = the built-in choice.
+KERNELS: dict[str, Any] = {
+    "enabled": True,
+    "force": False,
+    "attn_chunk": 0,
+    "attn_warps": 0,
+    "attn_stages": 0,
+    "ln_warps": 0,
+    "ln_rows": 0,
+    "ln_programs": 0,
+}
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_MASKED = -1.0e30  # score of an excluded key (finite, so an all-excluded row gives no NaN)
+_LOG2E = 1.4426950408889634
+
+
+def triton_available() -> bool:
+    """Whether triton imported (on CPU it is only usable with TRITON_INTERPRET=1)."""
+    return triton is not None
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    """Whether `x` goes to the Triton kernels (see `KERNELS`)."""
+    if triton is None or not KERNELS["enabled"]:
+        return False
+    if x.is_cuda:
+        return True
+    if KERNELS["force"]:
+        if not _INTERPRET:
+            raise RuntimeError(
+                "KERNELS['force'] with CPU tensors needs TRITON_INTERPRET=1 set before "
+                "models.nas.kernels (and triton) were imported"
+            )
+        return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# References (any device, any T, autograd through plain torch ops)
+# --------------------------------------------------------------------------------------------
+
+
+def _valid_mask(t: int, t_valid: int | torch.Tensor | None, device: torch.device) -> Any:
+    """[t] bool: index < t_valid (None when every index is valid)."""
+    if t_valid is None:
+        return None
+    return torch.arange(t, device=device) < t_valid
+
+
+def attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    t_valid: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v in fp32 (float64 stays float64): [B, H, T, D] -> q's dtype.
+
+    Keys with index >= t_valid are left out of the softmax; query rows >= t_valid are 0.
+    """
+    dtype = q.dtype
+    f = torch.float64 if dtype == torch.float64 else torch.float32
+    qf, kf, vf = q.to(f), k.to(f), v.to(f)
+    s = torch.matmul(qf, kf.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    valid = _valid_mask(q.shape[-2], t_valid, q.device)
+    if valid is not None:
+        s = s.masked_fill(~valid, _MASKED)
+    o = torch.matmul(torch.softmax(s, -1), vf)
+    if valid is not None:
+        o = torch.where(valid[:, None], o, torch.zeros((), dtype=f, device=o.device))
+    return o.to(dtype)
+
+
+def layer_norm_reference(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """LayerNorm over the last dim in fp32 (float64 stays float64): [..., N] -> x's dtype."""
+    f = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xf = x.to(f)
+    xc = xf - xf.mean(-1, keepdim=True)
+    y = xc * torch.rsqrt(xc.square().mean(-1, keepdim=True) + eps) * weight.to(f) + bias.to(f)
+    return y.to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Triton kernels
+# --------------------------------------------------------------------------------------------
+
+if triton is not None:
+
+    @triton.jit
+    def _valid_len(tv_ptr, tv, T, TV_PTR: tl.constexpr):
+        """Number of valid tokens: min(max(t_valid, 0), T), t_valid read from tv_ptr if TV_PTR."""
+        if TV_PTR:
+            n = tl.load(tv_ptr).to(tl.int32)
+        else:
+            n = tv
+        return tl.minimum(tl.maximum(n, 0), T)
+
+    @triton.jit
+    def _column(tile, dd, d):
+        """Row d of a [DP, BT] tile as a [BT] vector (a sum over registers, no data movement)."""
+        return tl.sum(tl.where(dd[:, None] == d, tile, 0.0), 0)
+
+    @triton.jit
+    def _put(acc, dd, d, x):
+        """acc [DP, BT] plus x [BT] in row d."""
+        return acc + tl.where(dd[:, None] == d, x[None, :], 0.0)
+
+    @triton.jit
+    def _load_t(base, idx, s_t, s_d, dd, mask, D: tl.constexpr):
+        """[DP, BT] fp32 tile of a [T, D] head: element (d, t) at base + t s_t + d s_d (0 masked)."""
+        m = (dd < D)[:, None] & mask[None, :]
+        return tl.load(base + idx[None, :] * s_t + dd[:, None] * s_d, mask=m, other=0.0).to(
+            tl.float32
+        )
+
+    @triton.jit
+    def _store_t(base, idx, s_t, s_d, dd, mask, x, D: tl.constexpr):
+        """Store the [DP, BT] tile x (see _load_t) where mask, cast to base's element type."""
+        m = (dd < D)[:, None] & mask[None, :]
+        tl.store(base + idx[None, :] * s_t + dd[:, None] * s_d, x.to(base.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _load_c(base, idx, s_t, mask):
+        """[C] fp32 vector base[idx * s_t] (0 masked), one column of a chunk of rows."""
+        return tl.load(base + idx * s_t, mask=mask, other=0.0).to(tl.float32)
+
+    # Layout: tiles are [chunk, BT] with the BT rows this program owns (queries in the forward and
+    # dq kernels, keys in the dk/dv kernel) along lanes and a chunk of the other side in each
+    # thread's registers, so every softmax and gradient sum is a sum over registers (a reduction
+    # across lanes costs log2(32) shuffles per element). Chunk vectors are broadcast loads.
+
+    @triton.jit
+    def _attn_fwd_kernel(
+        q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, tv_ptr,
+        tv, T, H, qk_scale,
+        sq_b, sq_h, sq_t, sq_d,
+        sk_b, sk_h, sk_t, sk_d,
+        sv_b, sv_h, sv_t, sv_d,
+        so_b, so_h, so_t, so_d,
+        D: tl.constexpr, DP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
+        TV_PTR: tl.constexpr,
+    ):  # fmt: skip
+        """One (b, h) per program: o = softmax(s) v over key chunks of KC (online softmax) and
+        lse = log2(sum(exp2(s))) per query, s = q k^T * qk_scale in log2 units."""
+        pid = tl.program_id(0)
+        b = (pid // H).to(tl.int64)
+        h = (pid % H).to(tl.int64)
+        n = _valid_len(tv_ptr, tv, T, TV_PTR)
+        qi = tl.arange(0, BT)
+        dd = tl.arange(0, DP)
+        qvalid = qi < n
+        k_base = k_ptr + b * sk_b + h * sk_h
+        v_base = v_ptr + b * sv_b + h * sv_h
+        qt = _load_t(q_ptr + b * sq_b + h * sq_h, qi, sq_t, sq_d, dd, qvalid, D) * qk_scale
+        m = tl.full([BT], float("-inf"), tl.float32)
+        den = tl.zeros([BT], tl.float32)
+        acc = tl.zeros([DP, BT], tl.float32)
+        for c in range(0, n, KC):  # chunks past t_valid are skipped
+            kj = c + tl.arange(0, KC)
+            kvalid = kj < n
+            s = tl.zeros([KC, BT], tl.float32)
+            for d in tl.static_range(D):
+                kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
+                s += kd[:, None] * _column(qt, dd, d)[None, :]
+            s = tl.where(kvalid[:, None], s, -1.0e30)  # finite: no NaN when no key is valid
+            m_new = tl.maximum(m, tl.max(s, 0))
+            alpha = tl.exp2(m - m_new)
+            p = tl.exp2(s - m_new[None, :])
+            den = den * alpha + tl.sum(p, 0)
+            acc = acc * alpha[None, :]
+            for d in tl.static_range(D):
+                vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid)
+                acc = _put(acc, dd, d, tl.sum(p * vd[:, None], 0))
+            m = m_new
+        den = tl.maximum(den, 1.0)  # >= 1 anyway on valid rows (the max term is 1)
+        inv = tl.where(qvalid, 1.0 / den, 0.0)  # rows >= t_valid come out exactly 0
+        o_base = o_ptr + b * so_b + h * so_h
+        _store_t(o_base, qi, so_t, so_d, dd, qi < T, acc * inv[None, :], D)
+        lse = tl.where(
+            qvalid, m + tl.log2(den), 0.0
+        )  # 0: exp2(s - lse) stays finite on masked rows
+        tl.store(lse_ptr + pid.to(tl.int64) * BT + qi, lse)
+
+    @triton.jit
+    def _attn_bwd_dq_kernel(
+        q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, tv_ptr,
+        tv, T, H, qk_scale, sm_scale,
+        sq_b, sq_h, sq_t, sq_d,
+        sk_b, sk_h, sk_t, sk_d,
+        sv_b, sv_h, sv_t, sv_d,
+        so_b, so_h, so_t, so_d,
+        sdo_b, sdo_h, sdo_t, sdo_d,
+        sg_b, sg_h, sg_t, sg_d,
+        D: tl.constexpr, DP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
+        TV_PTR: tl.constexpr,
+    ):  # fmt: skip
+        """One (b, h) per program, queries on lanes: delta = rowsum(dO * O) (stored for the dk/dv
+        kernel) and dq = sm_scale * sum over key chunks of dS K, dS = P (dO V^T - delta)."""
+        pid = tl.program_id(0)
+        b = (pid // H).to(tl.int64)
+        h = (pid % H).to(tl.int64)
+        n = _valid_len(tv_ptr, tv, T, TV_PTR)
+        qi = tl.arange(0, BT)
+        dd = tl.arange(0, DP)
+        qvalid = qi < n
+        k_base = k_ptr + b * sk_b + h * sk_h
+        v_base = v_ptr + b * sv_b + h * sv_h
+        qt = _load_t(q_ptr + b * sq_b + h * sq_h, qi, sq_t, sq_d, dd, qvalid, D) * qk_scale
+        dot = _load_t(do_ptr + b * sdo_b + h * sdo_h, qi, sdo_t, sdo_d, dd, qvalid, D)
+        ot = _load_t(o_ptr + b * so_b + h * so_h, qi, so_t, so_d, dd, qvalid, D)
+        delta = tl.sum(dot * ot, 0)
+        row = pid.to(tl.int64) * BT + qi
+        tl.store(delta_ptr + row, delta)
+        lse = tl.load(lse_ptr + row)
+        dq = tl.zeros([DP, BT], tl.float32)
+        for c in range(0, n, KC):  # chunks past t_valid are skipped
+            kj = c + tl.arange(0, KC)
+            kvalid = kj < n
+            s = tl.zeros([KC, BT], tl.float32)
+            dp = tl.zeros([KC, BT], tl.float32)
+            for d in tl.static_range(D):
+                kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
+                vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid)
+                s += kd[:, None] * _column(qt, dd, d)[None, :]
+                dp += vd[:, None] * _column(dot, dd, d)[None, :]
+            p = tl.where(kvalid[:, None] & qvalid[None, :], tl.exp2(s - lse[None, :]), 0.0)
+            ds = p * (dp - delta[None, :])
+            for d in tl.static_range(D):
+                kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
+                dq = _put(dq, dd, d, tl.sum(ds * kd[:, None], 0))
+        dq_base = dq_ptr + b * sg_b + h * sg_h
+        _store_t(dq_base, qi, sg_t, sg_d, dd, qi < T, dq * sm_scale, D)
+
+    @triton.jit
+    def _attn_bwd_dkdv_kernel(
+        q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, tv_ptr,
+        tv, T, H, qk_scale, sm_scale,
+        sq_b, sq_h, sq_t, sq_d,
+        sk_b, sk_h, sk_t, sk_d,
+        sv_b, sv_h, sv_t, sv_d,
+        sdo_b, sdo_h, sdo_t, sdo_d,
+        sg_b, sg_h, sg_t, sg_d,
+        D: tl.constexpr, DP: tl.constexpr, BT: tl.constexpr, QC: tl.constexpr,
+        TV_PTR: tl.constexpr,
+    ):  # fmt: skip
+        """One (b, h) per program, keys on lanes: over query chunks of QC, dv = P^T dO and
+        dk = sm_scale * dS^T Q with P recomputed from q, k and lse."""
+        pid = tl.program_id(0)
+        b = (pid // H).to(tl.int64)
+        h = (pid % H).to(tl.int64)
+        n = _valid_len(tv_ptr, tv, T, TV_PTR)
+        kj = tl.arange(0, BT)
+        dd = tl.arange(0, DP)
+        kvalid = kj < n
+        q_base = q_ptr + b * sq_b + h * sq_h
+        do_base = do_ptr + b * sdo_b + h * sdo_h
+        kt = _load_t(k_ptr + b * sk_b + h * sk_h, kj, sk_t, sk_d, dd, kvalid, D) * qk_scale
+        vt = _load_t(v_ptr + b * sv_b + h * sv_h, kj, sv_t, sv_d, dd, kvalid, D)
+        dk = tl.zeros([DP, BT], tl.float32)
+        dv = tl.zeros([DP, BT], tl.float32)
+        for c in range(0, n, QC):
+            qi = c + tl.arange(0, QC)
+            qvalid = qi < n
+            row = pid.to(tl.int64) * BT + qi
+            lse = tl.load(lse_ptr + row)
+            delta = tl.load(delta_ptr + row)
+            s = tl.zeros([QC, BT], tl.float32)
+            dp = tl.zeros([QC, BT], tl.float32)
+            for d in tl.static_range(D):
+                qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
+                dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid)
+                s += qd[:, None] * _column(kt, dd, d)[None, :]
+                dp += dod[:, None] * _column(vt, dd, d)[None, :]
+            p = tl.where(qvalid[:, None] & kvalid[None, :], tl.exp2(s - lse[:, None]), 0.0)
+            ds = p * (dp - delta[:, None])
+            for d in tl.static_range(D):
+                qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
+                dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid)
+                dv = _put(dv, dd, d, tl.sum(p * dod[:, None], 0))
+                dk = _put(dk, dd, d, tl.sum(ds * qd[:, None], 0))
+        g = b * sg_b + h * sg_h
+        _store_t(dv_ptr + g, kj, sg_t, sg_d, dd, kj < T, dv, D)
+        _store_t(dk_ptr + g, kj, sg_t, sg_d, dd, kj < T, dk * sm_scale, D)
+
+    @triton.jit
+    def _ln_rows(x_ptr, M, eps, pid, N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr):
+        """Offsets, mask, centred rows (0 where masked) and 1/std of one block of ROWS rows."""
+        rows = tl.arange(0, ROWS).to(tl.int64) + pid * ROWS
+        cols = tl.arange(0, BN)
+        mask = (rows < M)[:, None] & (cols < N)[None, :]
+        offs = rows[:, None] * N + cols[None, :]
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        xc = tl.where(mask, x - (tl.sum(x, 1) / N)[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / N + eps)
+        return offs, mask, xc, rstd
+
+    @triton.jit
+    def _ln_fwd_kernel(
+        x_ptr, w_ptr, b_ptr, y_ptr, M, eps,
+        N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr,
+    ):  # fmt: skip
+        """y = (x - mean) / sqrt(var + eps) * w + b over rows of N contiguous features."""
+        offs, mask, xc, rstd = _ln_rows(x_ptr, M, eps, tl.program_id(0), N, BN, ROWS)
+        cols = tl.arange(0, BN)
+        w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
+        bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
+        y = xc * rstd[:, None] * w[None, :] + bias[None, :]
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _ln_bwd_kernel(
+        x_ptr, w_ptr, dy_ptr, dx_ptr, part_ptr, M, eps, G,
+        N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr,
+    ):  # fmt: skip
+        """dx of row blocks pid, pid + G, ...; this program's sums of dy * xhat and of dy into
+        rows pid and G + pid of the [2, G, N] fp32 partial buffer part_ptr."""
+        pid = tl.program_id(0)
+        cols = tl.arange(0, BN)
+        w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
+        dw = tl.zeros([ROWS, BN], tl.float32)
+        db = tl.zeros([ROWS, BN], tl.float32)
+        for blk in range(pid, tl.cdiv(M, ROWS), G):
+            offs, mask, xc, rstd = _ln_rows(x_ptr, M, eps, blk, N, BN, ROWS)
+            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            xhat = xc * rstd[:, None]
+            wdy = dy * w[None, :]
+            c1 = tl.sum(xhat * wdy, 1) / N
+            c2 = tl.sum(wdy, 1) / N
+            dx = (wdy - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            dw += dy * xhat
+            db += dy
+        part = pid.to(tl.int64) * N + cols
+        tl.store(part_ptr + part, tl.sum(dw, 0), mask=cols < N)
+        tl.store(part_ptr + G * N + part, tl.sum(db, 0), mask=cols < N)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers and autograd wrappers
+# --------------------------------------------------------------------------------------------
+
+
+def _block_t(t: int) -> int:
+    """Tile side for T tokens: the next power of two >= max(T, 16)."""
+    if t > 128:
+        raise ValueError(f"fused_attention supports T <= 128 tokens, got {t}")
+    return max(16, 1 << (t - 1).bit_length())
+
+
+def _attn_launch(bt: int) -> dict[str, int]:
+    """Chunk size and warps for a BT tile: rows spread over lanes, chunks of 16 in registers."""
+    launch = {
+        "KC": min(bt, KERNELS["attn_chunk"] or 16),
+        "num_warps": KERNELS["attn_warps"] or max(1, bt // 64),
+    }
+    if KERNELS["attn_stages"]:
+        launch["num_stages"] = KERNELS["attn_stages"]
+    return launch
+
+
+def _token_major(b: int, h: int, t: int, d: int, like: torch.Tensor) -> torch.Tensor:
+    """Empty [B, H, T, D] stored as [B, T, H, D], so merging heads after a transpose is free."""
+    return torch.empty((b, t, h, d), dtype=like.dtype, device=like.device).transpose(1, 2)
+
+
+def _tv_args(t_valid: int | torch.Tensor | None, t: int, dev_tensor: torch.Tensor) -> tuple:
+    """(pointer tensor, int value, TV_PTR) kernel arguments of t_valid."""
+    if isinstance(t_valid, torch.Tensor):
+        if t_valid.numel() != 1:
+            raise ValueError("t_valid must be a python int or a one-element integer tensor")
+        return t_valid.to(dev_tensor.device).reshape(()), 0, True
+    return dev_tensor, t if t_valid is None else int(t_valid), False
+
+
+def _pow2(n: int) -> int:
+    """The smallest power of two >= n."""
+    return 1 << (n - 1).bit_length()
+
+
+class _FusedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t_valid: Any) -> Any:
+        b, h, t, d = q.shape
+        bt = _block_t(t)
+        o = _token_major(b, h, t, d, q)
+        lse = torch.empty((b * h, bt), dtype=torch.float32, device=q.device)
+        tv_ptr, tv, has_ptr = _tv_args(t_valid, t, lse)
+        _attn_fwd_kernel[(b * h,)](
+            q, k, v, o, lse, tv_ptr, tv, t, h, _LOG2E / math.sqrt(d),
+            *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+            D=d, DP=_pow2(d), BT=bt, TV_PTR=has_ptr, **_attn_launch(bt),
+        )  # fmt: skip
+        ctx.save_for_backward(q, k, v, o, lse, tv_ptr)
+        ctx.tv, ctx.has_ptr = tv, has_ptr
+        return o
+
+    @staticmethod
+    def backward(ctx: Any, do: torch.Tensor) -> Any:
+        q, k, v, o, lse, tv_ptr = ctx.saved_tensors
+        b, h, t, d = q.shape
+        bt = _block_t(t)
+        dq, dk, dv = (_token_major(b, h, t, d, x) for x in (q, k, v))
+        delta = torch.empty_like(lse)
+        consts = {"D": d, "DP": _pow2(d), "BT": bt, "TV_PTR": ctx.has_ptr}
+        launch = _attn_launch(bt)
+        scales = (_LOG2E / math.sqrt(d), 1.0 / math.sqrt(d))
+        _attn_bwd_dq_kernel[(b * h,)](
+            q, k, v, o, do, lse, delta, dq, tv_ptr, ctx.tv, t, h, *scales,
+            *q.stride(), *k.stride(), *v.stride(), *o.stride(), *do.stride(), *dq.stride(),
+            **consts, **launch,
+        )  # fmt: skip
+        _attn_bwd_dkdv_kernel[(b * h,)](
+            q, k, v, do, lse, delta, dk, dv, tv_ptr, ctx.tv, t, h, *scales,
+            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(),
+            **consts, QC=launch.pop("KC"), **launch,
+        )  # fmt: skip
+        return dq, dk, dv, None
+
+
+def fused_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    t_valid: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v: q, k, v [B, H, T, D] (any strides) -> [B, H, T, D], q's dtype.
+
+    Keys with index >= t_valid are left out of the softmax and query rows >= t_valid are exactly 0
+    (so are their gradients). t_valid: None (all T), a python int, or a one-element integer tensor
+    on q's device, read inside the kernel (no host sync: capturable in CUDA graphs). The Triton
+    path (T <= 128, fp32 math) returns a view stored token-major ([B, T, H, D] memory), so
+    `o.transpose(1, 2).reshape(B, T, H * D)` costs no copy; use reshape, not view, on it.
+    """
+    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"q, k, v must share one [B, H, T, D] shape, got {q.shape}, {k.shape}")
+    if not _use_triton(q) or q.numel() == 0:
+        return attention_reference(q, k, v, t_valid)
+    return _FusedAttention.apply(q, k, v, t_valid)
+
+
+def _ln_launch(n: int) -> tuple[int, int, int]:
+    """(padded width, rows per program, warps) for N features."""
+    bn = max(2, _pow2(n))
+    rows = KERNELS["ln_rows"] or max(1, min(256, 4096 // bn))
+    return bn, rows, KERNELS["ln_warps"] or 4
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _ln_programs(blocks: int, device: torch.device) -> int:
+    """Programs of the LayerNorm backward: a few per SM (3 in the CPU interpreter)."""
+    per = KERNELS["ln_programs"] or (4 * _sm_count(device) if device.type == "cuda" else 3)
+    return max(1, min(blocks, per))
+
+
+class _TokenLayerNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> Any:
+        n = x.shape[-1]
+        x2 = x.reshape(-1, n).contiguous()
+        m = x2.shape[0]
+        bn, rows, warps = _ln_launch(n)
+        y = torch.empty_like(x2)
+        w, b = w.contiguous(), b.contiguous()
+        _ln_fwd_kernel[(triton.cdiv(m, rows),)](
+            x2, w, b, y, m, eps, N=n, BN=bn, ROWS=rows, num_warps=warps
+        )
+        ctx.save_for_backward(x2, w)
+        ctx.eps, ctx.shape, ctx.b_dtype = eps, x.shape, b.dtype
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> Any:
+        x2, w = ctx.saved_tensors
+        m, n = x2.shape
+        bn, rows, warps = _ln_launch(n)
+        grid = _ln_programs(triton.cdiv(m, rows), x2.device)
+        dx = torch.empty_like(x2)
+        part = torch.empty((2, grid, n), dtype=torch.float32, device=x2.device)
+        _ln_bwd_kernel[(grid,)](
+            x2, w, dy.reshape(-1, n).contiguous(), dx, part, m, ctx.eps, grid,
+            N=n, BN=bn, ROWS=rows, num_warps=warps,
+        )  # fmt: skip
+        dweight, dbias = part.sum(1)
+        dweight, dbias = dweight.to(w.dtype), dbias.to(ctx.b_dtype)
+        return dx.view(ctx.shape), dweight, dbias, None
+
+
+def token_layer_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """LayerNorm over the last dim N (N <= 128) with affine weight, bias [N]: [..., N] -> x's dtype.
+
+    fp32 math whatever the input dtypes; the Triton path is capturable in CUDA graphs.
+    """
+    n = x.shape[-1]
+    if weight.shape != (n,) or bias.shape != (n,):
+        raise ValueError(f"weight and bias must be [{n}], got {weight.shape}, {bias.shape}")
+    if not _use_triton(x) or x.numel() == 0 or n > 128:
+        return layer_norm_reference(x, weight, bias, eps)
+    return _TokenLayerNorm.apply(x, weight, bias, float(eps))

@@ -1,0 +1,283 @@
+"""Fused attention and token LayerNorm kernels against their references, references by hand.
+
+The reference tests always run. The Triton tests run on CUDA when a GPU is present, otherwise
+under Triton's CPU interpreter: without a GPU this module sets TRITON_INTERPRET=1 before triton's
+first import (which models.nas.kernels does), when nothing imported triton earlier in the session.
+They skip when triton does not import or was imported earlier without the interpreter.
+Tolerances: fp32 rtol 1e-5 / atol 1e-5; bf16 (same bf16 inputs to both sides, fp32 math in both,
+so only the final bf16 rounding differs) rtol 2e-2 / atol 2e-2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+CUDA = torch.cuda.is_available()
+if not CUDA and "triton" not in sys.modules:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton and its kernels load
+
+import models.nas.kernels as kernels  # noqa: E402
+from models.nas.kernels import attention_reference, layer_norm_reference  # noqa: E402
+
+DEV = torch.device("cuda" if CUDA else "cpu")
+FP32 = {"rtol": 1e-5, "atol": 1e-5}
+BF16 = {"rtol": 2e-2, "atol": 2e-2}
+
+
+@pytest.fixture(scope="module")
+def K():
+    """models.nas.kernels with its Triton path on: CUDA tensors, or CPU ones in the interpreter."""
+    if not kernels.triton_available():
+        pytest.skip("triton does not import here: the Triton kernels cannot run")
+    if CUDA:
+        yield kernels
+        return
+    if not kernels._INTERPRET:
+        pytest.skip(
+            "no GPU, and triton was imported before TRITON_INTERPRET=1 could be set "
+            "(run this file alone or with TRITON_INTERPRET=1)"
+        )
+    kernels.KERNELS["force"] = True
+    yield kernels
+    kernels.KERNELS["force"] = False
+
+
+def _qkv(b, h, t, d, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, h, t, d, generator=g).to(DEV, dtype).requires_grad_() for _ in range(3)]
+
+
+def _run(fn, tensors, *args, seed=1):
+    """fn(*tensors, *args) and the gradients of sum(out * g) for a fixed random g."""
+    for x in tensors:
+        x.grad = None
+    out = fn(*tensors, *args)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out)
+    (out.float() * g.float()).sum().backward()
+    return out.detach(), [x.grad for x in tensors]
+
+
+def _tv(mode, t):
+    """t_valid for a test mode: None, a python int or a 0-dim int64 tensor on DEV."""
+    n = max(0, (2 * t) // 3)
+    return {"none": None, "int": n, "tensor": torch.tensor(n, device=DEV)}[mode]
+
+
+def _n_valid(t_valid, t):
+    return t if t_valid is None else min(int(t_valid), t)
+
+
+# --------------------------------------------------------------------------------------------
+# References
+# --------------------------------------------------------------------------------------------
+
+
+def test_reference_attention_by_hand():
+    # T = 2, D = 2: s = q k^T / sqrt(2), each row a softmax of two scores
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    k = torch.tensor([[1.0, 1.0], [0.0, 2.0]])
+    v = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    a, c = 1 / math.sqrt(2), 2 / math.sqrt(2)
+    w0 = math.exp(a) / (math.exp(a) + 1.0)  # row 0: scores (a, 0)
+    w1 = math.exp(a) / (math.exp(a) + math.exp(c))  # row 1: scores (a, c)
+    want = torch.tensor(
+        [
+            [w0 * 1 + (1 - w0) * 3, w0 * 2 + (1 - w0) * 4],
+            [w1 * 1 + (1 - w1) * 3, w1 * 2 + (1 - w1) * 4],
+        ]
+    )
+    got = attention_reference(q[None, None], k[None, None], v[None, None])[0, 0]
+    torch.testing.assert_close(got, want)
+    # t_valid = 1: query 0 sees key 0 only (o = v0), query 1 is zero
+    got = attention_reference(q[None, None], k[None, None], v[None, None], 1)[0, 0]
+    assert torch.equal(got, torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("t_valid", [None, 3, 0])
+def test_reference_attention_matches_sdpa(t_valid):
+    q, k, v = (torch.randn(2, 3, 5, 2) for _ in range(3))
+    got = attention_reference(q, k, v, t_valid)
+    if t_valid is None:
+        torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v))
+        return
+    n = t_valid
+    if n:
+        want = F.scaled_dot_product_attention(q[..., :n, :], k[..., :n, :], v[..., :n, :])
+        torch.testing.assert_close(got[..., :n, :], want)
+    assert torch.equal(got[..., n:, :], torch.zeros_like(got[..., n:, :]))
+
+
+@pytest.mark.parametrize("t_valid", [None, 2, torch.tensor(2)])
+def test_reference_attention_gradcheck(t_valid):
+    q, k, v = (torch.randn(1, 2, 3, 2, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda *a: attention_reference(*a, t_valid), (q, k, v))
+
+
+def test_reference_layer_norm():
+    x = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(layer_norm_reference(x, w, b), F.layer_norm(x, (16,), w, b))
+    assert torch.autograd.gradcheck(layer_norm_reference, (x[:1, :2], w, b))
+    y = layer_norm_reference(x.detach().bfloat16(), w.detach().float(), b.detach().float())
+    assert y.dtype == torch.bfloat16
+
+
+def test_cpu_without_force_uses_reference(monkeypatch):
+    monkeypatch.setitem(kernels.KERNELS, "force", False)
+    q, k, v = (torch.randn(1, 2, 4, 2) for _ in range(3))
+    assert torch.equal(kernels.fused_attention(q, k, v, 3), attention_reference(q, k, v, 3))
+    x, w, b = torch.randn(2, 3, 16), torch.randn(16), torch.randn(16)
+    assert torch.equal(kernels.token_layer_norm(x, w, b), layer_norm_reference(x, w, b))
+
+
+# --------------------------------------------------------------------------------------------
+# Triton kernels (CUDA, or CPU interpreter)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["none", "int", "tensor"])
+@pytest.mark.parametrize("t", [1, 5, 16, 37, 64])
+def test_fused_attention_fp32(K, t, mode):
+    t_valid = _tv(mode, t)
+    qkv = _qkv(2, 3, t, 2)  # B > 1 and H > 1 check the (b, h) indexing
+    out, grads = _run(K.fused_attention, qkv, t_valid)
+    want, want_grads = _run(attention_reference, qkv, t_valid)
+    assert out.shape == want.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out, want, **FP32)
+    for g, wg in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g, wg, **FP32)
+    n = _n_valid(t_valid, t)
+    for x in (out, *grads):  # rows (queries) and keys >= t_valid: exactly zero
+        assert torch.count_nonzero(x[..., n:, :]) == 0
+
+
+@pytest.mark.parametrize("t_valid", [0, 100])
+def test_fused_attention_t_valid_edges(K, t_valid):
+    # t_valid = 0: everything zero, no NaN; t_valid > T: as if None
+    qkv = _qkv(1, 2, 7, 2)
+    out, grads = _run(K.fused_attention, qkv, torch.tensor(t_valid, device=DEV))
+    want, want_grads = _run(attention_reference, qkv, t_valid)
+    torch.testing.assert_close(out, want, **FP32)
+    for g, wg in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g, wg, **FP32)
+    if t_valid == 0:
+        assert all(torch.count_nonzero(x) == 0 for x in (out, *grads))
+
+
+@pytest.mark.parametrize("t", [16, 37])
+def test_fused_attention_bf16(K, t):
+    qkv = _qkv(1, 3, t, 2, torch.bfloat16)
+    out, grads = _run(K.fused_attention, qkv, 30)
+    want, want_grads = _run(attention_reference, qkv, 30)
+    assert out.dtype == torch.bfloat16 and all(g.dtype == torch.bfloat16 for g in grads)
+    torch.testing.assert_close(out, want, **BF16)
+    for g, wg in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g, wg, **BF16)
+
+
+@pytest.mark.parametrize(("t", "d"), [(16, 1), (9, 4), (5, 8), (100, 2)])
+def test_fused_attention_head_widths_and_long_t(K, t, d):
+    qkv = _qkv(1, 2, t, d)
+    out, grads = _run(K.fused_attention, qkv, None)
+    want, want_grads = _run(attention_reference, qkv, None)
+    torch.testing.assert_close(out, want, **FP32)
+    for g, wg in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g, wg, **FP32)
+
+
+def test_fused_attention_strided_inputs(K):
+    # q, k, v as ops.Attention makes them: a permuted view of one [B, T, 3, H, D] projection
+    b, t, h, d = 2, 11, 8, 2
+    g = torch.Generator().manual_seed(3)
+    packed = torch.randn(b, t, 3 * h * d, generator=g).to(DEV).requires_grad_()
+
+    def split_attend(fn, x):
+        q, k, v = x.view(b, t, 3, h, d).permute(2, 0, 3, 1, 4)
+        return fn(q, k, v, 7).transpose(1, 2).reshape(b, t, h * d)
+
+    out, (grad,) = _run(lambda x: split_attend(K.fused_attention, x), [packed])
+    want, (want_grad,) = _run(lambda x: split_attend(attention_reference, x), [packed])
+    torch.testing.assert_close(out, want, **FP32)
+    torch.testing.assert_close(grad, want_grad, **FP32)
+
+
+@pytest.mark.parametrize(("shape", "rows"), [((2, 5, 16), 0), ((3, 37, 16), 16), ((4, 24), 0)])
+def test_token_layer_norm_fp32(K, monkeypatch, shape, rows):
+    monkeypatch.setitem(K.KERNELS, "ln_rows", rows)  # 16 rows: several programs' partial sums
+    n = shape[-1]
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(s, generator=g).to(DEV).requires_grad_() for s in (shape, n, n))
+    out, grads = _run(K.token_layer_norm, [x, w, b])
+    want, want_grads = _run(layer_norm_reference, [x, w, b])
+    torch.testing.assert_close(out, want, **FP32)
+    for gr, wg in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(gr, wg, **FP32)
+
+
+@pytest.mark.parametrize("n", [16, 128])
+def test_token_layer_norm_bf16(K, n):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, 9, n, generator=g) * 3 + 1).to(DEV, torch.bfloat16).requires_grad_()
+    w, b = (torch.randn(n, generator=g).to(DEV).requires_grad_() for _ in range(2))
+    out, grads = _run(K.token_layer_norm, [x, w, b])
+    want, want_grads = _run(layer_norm_reference, [x, w, b])
+    assert out.dtype == torch.bfloat16 and grads[0].dtype == torch.bfloat16
+    torch.testing.assert_close(out, want, **BF16)
+    for gr, wg in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(gr, wg, **BF16)
+
+
+def test_force_without_interpreter_raises(monkeypatch):
+    if not kernels.triton_available() or kernels._INTERPRET:
+        pytest.skip("needs triton imported without TRITON_INTERPRET")
+    monkeypatch.setitem(kernels.KERNELS, "force", True)
+    q = torch.randn(1, 1, 2, 2)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        kernels.fused_attention(q, q, q)
+
+
+@pytest.mark.skipif(not CUDA, reason="CUDA graphs need a GPU")
+def test_cuda_graph_capture_with_tensor_t_valid():
+    b, h, t, d = 4, 8, 37, 2
+    qkv = _qkv(b, h, t, d)
+    x = torch.randn(b, t, 16, device=DEV, requires_grad=True)
+    w, bias = torch.randn(16, device=DEV), torch.randn(16, device=DEV)
+    t_valid = torch.tensor(t, device=DEV)
+    g = torch.randn((b, h, t, d), generator=torch.Generator().manual_seed(1)).to(DEV)  # as _run
+
+    def step():
+        o = kernels.fused_attention(*qkv, t_valid)
+        y = kernels.token_layer_norm(x, w, bias)
+        ((o * g).sum() + y.square().sum()).backward()
+        return o
+
+    torch.cuda.synchronize()
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):  # warm-up (compiles) on a side stream, as capture requires
+        step()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    for z in (*qkv, x):
+        z.grad = None
+    with torch.cuda.graph(graph):
+        out = step()
+    for n in (t, 20, 0):
+        t_valid.fill_(n)
+        for z in qkv:
+            z.grad.zero_()
+        graph.replay()
+        torch.cuda.synchronize()
+        want, want_grads = _run(attention_reference, [z.detach().requires_grad_() for z in qkv], n)
+        torch.testing.assert_close(out, want, **FP32)
+        for z, wg in zip(qkv, want_grads, strict=True):
+            torch.testing.assert_close(z.grad, wg, **FP32)
+    x_ref = x.detach().requires_grad_()
+    layer_norm_reference(x_ref, w, bias).square().sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, **FP32)
