@@ -103,6 +103,15 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table")
     ap.add_argument("--no-kernel-table", dest="kernel_table", action="store_false")
     ap.add_argument("--ab-pad", action="store_true", help="sampled paths with and without padding")
+    ap.add_argument(
+        "--no-graphs", dest="graphs", action="store_false", help="skip the CUDA-graph rows"
+    )
+    ap.add_argument(
+        "--graph-warmup",
+        type=int,
+        default=60,
+        help="sampled steps run (and excluded) before timing the graphed path",
+    )
     args = ap.parse_args()
 
     from models.data import open_split, prepare
@@ -127,7 +136,7 @@ def main() -> None:
     opt = make_optimizer(net.parameters(), 0.01, 1e-2)
     stream = BatchStream(split, bs, seed=0, device=device)
     rng = np.random.default_rng(0)
-    rows = []
+    rows, notes, graphed = [], [], None
 
     def sampled_step():
         train_step(
@@ -163,6 +172,25 @@ def main() -> None:
         net._cache.clear()
     s = time_steps(sampled_step, args.steps, device)
     rows.append(("supernet, sampled single paths, data from shards", bs / s, s * 1e3))
+    if device.type == "cuda" and args.graphs:
+        from models.nas.graphs import GraphedSupernet
+
+        graphed = GraphedSupernet(net, amp=amp)
+
+        def graphed_step():
+            train_step(graphed, opt, next(stream), 0.01, 5.0, amp, device,
+                       subnet=sample_subnet(net.space, rng))  # fmt: skip
+
+        t = time.perf_counter()
+        time_steps(graphed_step, args.graph_warmup, device, warm=0)  # captures most op pairs
+        warm_s = time.perf_counter() - t
+        s = time_steps(graphed_step, args.steps, device, warm=0)
+        rows.append(("supernet, sampled single paths, CUDA graphs, data from shards", bs / s,
+                     s * 1e3))  # fmt: skip
+        notes.append(f"CUDA graphs: {graphed.captured()} block graphs captured in "
+                     f"{graphed.capture_s:.1f} s ({args.graph_warmup} warm-up steps took "
+                     f"{warm_s:.1f} s); peak GPU memory "
+                     f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")  # fmt: skip
     if args.full_steps:
         s = time_steps(full_step, args.full_steps, device, warm=1)
         rows.append(("full supernet (warm-up step), data from shards", bs / s, s * 1e3))
@@ -190,8 +218,14 @@ def main() -> None:
         )  # fmt: skip
         t_alone = time_steps(lambda m=model, o=mopt: train_step(m, o, batch, 0.01, 5.0, amp, device),
                              n, device)  # fmt: skip
+        t_graph = float("nan")
+        if graphed is not None:
+            t_graph = time_steps(
+                lambda sub=sub: train_step(graphed, opt, batch, 0.01, 5.0, amp, device, subnet=sub),
+                n, device,
+            )  # fmt: skip
         ratios.append((t_super / t_alone, t_super * 1e3, t_alone * 1e3, len(sub.live_blocks()),
-                       count_parameters(model)))  # fmt: skip
+                       count_parameters(model), t_graph * 1e3, t_graph / t_alone))  # fmt: skip
         del model, mopt
 
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
@@ -202,10 +236,16 @@ def main() -> None:
     print(f"{'measurement':52s} {'samples/s':>12s} {'ms/step':>9s}")
     for label, sps, ms in rows:
         print(f"{label:52s} {sps:12,.0f} {ms if ms is not None else float('nan'):9.2f}")
+    for note in notes:
+        print(note)
     print(f"\n{'path':>4s} {'supernet ms':>12s} {'standalone ms':>14s} {'ratio':>6s} {'live':>5s}"
-          f" {'params':>10s}")  # fmt: skip
-    for i, (r, a, b, live, params) in enumerate(ratios):
-        print(f"{i:4d} {a:12.2f} {b:14.2f} {r:6.2f} {live:5d} {params:10,d}")
+          f" {'params':>10s} {'graphs ms':>10s} {'ratio':>6s}")  # fmt: skip
+    for i, (r, a, b, live, params, g, gr) in enumerate(ratios):
+        print(f"{i:4d} {a:12.2f} {b:14.2f} {r:6.2f} {live:5d} {params:10,d} {g:10.2f} {gr:6.2f}")
+    if graphed is not None:
+        print(f"single-path overhead with CUDA graphs (graphed supernet / eager standalone): "
+              f"median {statistics.median(r[6] for r in ratios):.2f}x, "
+              f"max {max(r[6] for r in ratios):.2f}x")  # fmt: skip
     med = statistics.median(r[0] for r in ratios)
     print(
         f"single-path overhead (supernet / standalone step time): median {med:.2f}x, "

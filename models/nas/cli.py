@@ -44,6 +44,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--full-warmup-steps", type=int, help="T of the full-supernet warm-up")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--graphs", choices=("auto", "on", "off"), default="auto",
+                   help="CUDA graphs for sampled single paths (auto: on with CUDA)")
     _common(p)
 
     p = add_command(

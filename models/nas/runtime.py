@@ -53,6 +53,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+# Held by threads that call the CUDA runtime from the host (pinning batches) and by CUDA-graph
+# capture (models/nas/graphs.py): a pinned allocation on another thread during a capture
+# invalidates it (capture mode "global", which torch.cuda.make_graphed_callables uses).
+HOST_CUDA_LOCK = threading.Lock()
+
+
 class BatchStream:
     """Endless shuffled training batches as torch tensors on `device`, prepared by a background
     thread (numpy gather, pinning) so the data pipeline stays off the training critical path.
@@ -98,7 +104,8 @@ class BatchStream:
                 for dense, sparse, label in islice(it, skip, None):
                     batch = tuple(torch.from_numpy(a) for a in (dense, sparse, label))
                     if self._pin:
-                        batch = tuple(t.pin_memory() for t in batch)
+                        with HOST_CUDA_LOCK:
+                            batch = tuple(t.pin_memory() for t in batch)
                     while not self._stop.is_set():
                         try:
                             self._queue.put(("batch", epoch, batch), timeout=0.1)

@@ -6,7 +6,10 @@ Supernet recipe: each step trains the full supernet with probability max(0, 1 - 
 otherwise one single-operator any-connection subnet drawn from the run's numpy generator. Adagrad
 (eps 1e-2, no weight decay), lr 0.12 with 10 % linear warm-up then cosine to 0, grad-norm clip 5,
 batch 512, BCE-with-logits. On CUDA the forward runs under bf16 autocast. The embedding table
-has sparse gradients (models/nas/optim.py: Adagrad and clipping for them).
+has sparse gradients on the CPU (models/nas/optim.py: Adagrad and clipping for them). On CUDA the
+sampled single paths run at static shapes through per-block CUDA graphs (`graphs`: auto, on, off;
+models/nas/static.py, models/nas/graphs.py): the same function, so the same training to rounding,
+with unused weight columns getting zero gradients, which Adagrad treats as no gradient.
 
 Resume is bitwise exact on the CPU (tested). On CUDA the embedding and index_select backward
 passes use atomic adds, so a resumed run matches an uninterrupted one only to rounding.
@@ -46,7 +49,7 @@ from pimrec.report import make_report, write_report
 
 CHECKPOINT = "checkpoint.pt"
 # Settings that may differ between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = {"device", "checkpoint_every", "log_every", "progress"}
+RESUMABLE_CHANGES = {"device", "graphs", "checkpoint_every", "log_every", "progress"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class SupernetConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    graphs: str = "auto"  # CUDA graphs for sampled paths: auto (on with CUDA), on, off
     checkpoint_every: int = 500
     log_every: int = 100
 
@@ -129,6 +133,7 @@ def train_supernet(
     """
     from tqdm import tqdm
 
+    from models.nas.graphs import GraphedSupernet, graphs_wanted
     from models.nas.space import get_space, sample_subnet
     from models.nas.supernet import Supernet
 
@@ -137,10 +142,12 @@ def train_supernet(
     get_space(config.space, field="space")
     arrays, tables, n_dense = split_info(config.data)
     device = resolve_device(config.device)
+    use_graphs = graphs_wanted(config.graphs, device)
     remove_stale_temporaries(out / CHECKPOINT)
     ckpt = _resume_state(out / CHECKPOINT, cfg, tables, n_dense)
     net = Supernet(config.space, tables, n_dense, seed=config.seed).to(device)
     opt = make_optimizer(net, config.lr, config.adagrad_eps)
+    model = GraphedSupernet(net, amp=config.amp) if use_graphs else net
     rng = np.random.default_rng(config.seed)
     step, position, ema = 0, (0, 0), None
     if ckpt is not None:
@@ -179,7 +186,7 @@ def train_supernet(
             batch = next(stream)
             lr = lr_at(step, config.steps, config.lr, config.lr_warmup_frac)
             loss = train_step(
-                net, opt, batch, lr, config.clip_norm, config.amp, device, subnet=subnet
+                model, opt, batch, lr, config.clip_norm, config.amp, device, subnet=subnet
             )
             step += 1
             bar.update(1)
@@ -203,6 +210,8 @@ def train_supernet(
         "samples_per_s": (step - s0) * config.batch_size / train_s if train_s > 0 else None,
         "checkpoint_s": ck_s,
         "full_supernet_steps": full_steps,
+        "cuda_graphs": model.captured() if use_graphs else None,
+        "graph_capture_s": model.capture_s if use_graphs else None,
         "wall_s": wall,
         "device": str(device),
         "checkpoint": str(out / CHECKPOINT),

@@ -48,8 +48,13 @@ def _steps(model, device, n_steps, clip, **kwargs):
 def _assert_same(a, b, device, n_steps=2, clip=5.0, **kwargs):
     pa, sa, _ = _steps(a, device, n_steps, clip, **kwargs)
     pb, sb, _ = _steps(b, device, n_steps, clip, **kwargs)
-    for name in pa:
-        torch.testing.assert_close(pa[name], pb[name], atol=ATOL, rtol=RTOL, msg=name)
+    for name, sum_sq in zip(pa, sa, strict=True):
+        # A token projection's bias feeds a per-token LayerNorm, which cancels it: its exact
+        # gradient is 0, its computed one rounding noise (sum of squares ~1e-11), and Adagrad
+        # scales that noise up to ~1e-5 (lr 0.12 x noise / eps 1e-2) differently in each run.
+        noise_only = float(sum_sq.max()) < 1e-9
+        atol = 1e-4 if noise_only else ATOL
+        torch.testing.assert_close(pa[name], pb[name], atol=atol, rtol=RTOL, msg=name)
     for name, x, y in zip(pa, sa, sb, strict=True):  # Adagrad sums, model order
         torch.testing.assert_close(x, y, atol=ATOL, rtol=RTOL, msg=name)
     return pa

@@ -1,0 +1,376 @@
+"""Static-shape execution of a sampled subnet on the supernet: every tensor at maximum size, the
+subnet's choices (inputs, widths, token counts, switches) given as data (masks), so one block's
+work has the same shapes and kernels for every subnet that picks the same two ops there. That is
+what CUDA graphs need (models/nas/graphs.py captures one graph per block and op pair).
+
+Equivalence with the sliced path (`Supernet.forward(..., subnet)`), to rounding:
+- Invariant: every node output is exactly zero outside its valid part (dense columns >= width,
+  tokens outside [0, t) and outside the dense->sparse slot when that switch is off).
+- A block's dense (sparse) input is the concatenation of all earlier nodes in the supernet's
+  max-width layout; the weight columns of the unselected nodes are multiplied by 0 and those of the
+  selected ones by 1, so the full-width product equals the product over the selected columns (and
+  unselected inputs and weight columns get exactly zero gradient).
+- Outputs past the chosen width / token count are computed and then zeroed; LayerNorm over the
+  first d features is computed with masked sums (`masked_layer_norm`).
+- Attention excludes keys at or past t (the token projection gives them a bias, not zero).
+- The Dot-Product keeps k_max sparse tokens with those past k zeroed: the pairs of the first k + 1
+  tokens are the prefix of the pairs at k_max and the others are zero. Whether an op projects its
+  output (pairs != d, max(left, right) != d) is a 0/1 flag: both results are computed.
+Dead blocks are not run. The full supernet (warm-up steps) keeps the eager path.
+
+The mask of block i, one float32 vector (`block_mask`):
+  [dense node selection (i + 1) | sparse node selection (i + 1) | width mask (W) | token mask (T) |
+   Dot token mask (k_max) | flags: dot identity, binary identity, sparse->dense, dense->sparse].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.nas import kernels
+from models.nas.ops import EMB, dot_pairs, dot_tokens
+from models.nas.space import BINARY_DENSE_OPS, D2S_TOKENS, SearchSpace, Subnet, get_space
+
+N_FLAGS = 4
+ALIGN = 8
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Maximum sizes of one supernet."""
+
+    n_dense: int
+    n_sparse: int
+    width: int  # W: max dense width
+    tokens: int  # T: max op tokens
+    n_blocks: int
+
+    @property
+    def slot(self) -> int:
+        """Tokens of a block's sparse output: T op tokens + the dense->sparse tokens."""
+        return self.tokens + D2S_TOKENS
+
+    @property
+    def k_max(self) -> int:
+        return dot_tokens(self.width)
+
+    def mask_size(self, i: int) -> int:
+        return 2 * (i + 1) + self.width + self.tokens + self.k_max + N_FLAGS
+
+    def left_width(self, i: int) -> int:
+        """Width a binary op's inputs are zero-padded to in block i (the supernet's left_max)."""
+        return max(self.n_dense, self.width) if i else self.n_dense
+
+    @classmethod
+    def of(cls, space: SearchSpace, n_dense: int, n_sparse: int) -> Layout:
+        return cls(n_dense, n_sparse, space.max_width, space.max_tokens, space.n_blocks)
+
+
+def block_mask(subnet: Subnet, i: int, layout: Layout, widths: list[int]) -> np.ndarray:
+    """Block i's packed mask (module docstring); `widths[j]` is node j's dense width."""
+    b = subnet.blocks[i]
+    n = i + 1
+    m = np.zeros(layout.mask_size(i), np.float32)
+    binary = b.dense_op in BINARY_DENSE_OPS
+    if not binary:
+        m[list(b.dense_inputs)] = 1.0
+    m[[n + j for j in b.sparse_inputs]] = 1.0
+    at = 2 * n
+    m[at : at + b.dense_width] = 1.0
+    at += layout.width
+    m[at : at + b.sparse_tokens] = 1.0
+    at += layout.tokens
+    k = dot_tokens(b.dense_width)
+    m[at : at + k] = 1.0
+    at += layout.k_max
+    wl, wr = (widths[j] for j in b.dense_inputs) if binary else (0, 0)
+    m[at] = float(dot_pairs(k) == b.dense_width)
+    m[at + 1] = float(max(wl, wr) == b.dense_width)
+    m[at + 2] = float(b.sparse_to_dense)
+    m[at + 3] = float(b.dense_to_sparse)
+    return m
+
+
+def split_mask(mask: torch.Tensor, i: int, layout: Layout) -> dict[str, torch.Tensor]:
+    """Views of block i's packed mask by name (static slices: capturable)."""
+    n, out, at = i + 1, {}, 0
+    for name, size in (("sel_d", n), ("sel_s", n), ("dmask", layout.width),
+                       ("tmask", layout.tokens), ("kmask", layout.k_max), ("flags", N_FLAGS)):  # fmt: skip
+        out[name] = mask[at : at + size]
+        at += size
+    return out
+
+
+def wide(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision values in float32; float32 and float64 as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _masked_ln(
+    y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, eps: float
+) -> torch.Tensor:
+    y = wide(y)
+    count = mask.sum()
+    mean = (y * mask).sum(-1, keepdim=True) / count
+    xc = (y - mean) * mask
+    var = xc.square().sum(-1, keepdim=True) / count
+    return (xc * torch.rsqrt(var + eps) * w + b) * mask
+
+
+# "auto": the masked LayerNorm through torch.compile on CUDA (a dozen elementwise kernels fused into
+# a few: inside a CUDA graph its Python cost is gone, so only the GPU's counts), falling back to
+# the plain version for good if compilation fails; "eager": the plain version.
+MASKED_LN = {"impl": "auto"}
+_COMPILED: dict[str, object] = {}
+
+
+def masked_layer_norm(
+    y: torch.Tensor, ln: nn.LayerNorm | None, mask: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """LayerNorm over the features where `mask` is 1 (with the first affine weights), zero
+    elsewhere: equals F.layer_norm(y[..., :d], (d,), w[:d], b[:d]) padded with zeros."""
+    if ln is None:
+        return wide(y) * mask
+    if y.is_cuda and MASKED_LN["impl"] == "auto":
+        try:
+            if "mln" not in _COMPILED:
+                _COMPILED["mln"] = torch.compile(_masked_ln, dynamic=False)
+            return _COMPILED["mln"](y, ln.weight, ln.bias, mask, eps)
+        except Exception:  # noqa: BLE001 - no compiler toolchain: the plain version
+            MASKED_LN["impl"] = "eager"
+    return _masked_ln(y, ln.weight, ln.bias, mask, eps)
+
+
+def token_norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+    """LayerNorm of each token over its 16 features (the fused kernel on CUDA)."""
+    return kernels.token_layer_norm(x, ln.weight, ln.bias, ln.eps)
+
+
+def token_project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Linear over the token axis: x [B, N, 16], weight [rows, N] -> [B, rows, 16]."""
+    y = torch.matmul(weight, x)
+    return y + bias.to(y.dtype)[:, None]
+
+
+def owners(first: int, rest: int, n: int) -> torch.Tensor:
+    """Node index of each column of a concatenation of node 0 (`first` wide) and n - 1 nodes of
+    `rest` each: the map from a node selection to a column mask."""
+    sizes = torch.tensor([first] + [rest] * (n - 1))
+    return torch.repeat_interleave(torch.arange(n), sizes)
+
+
+class StaticBlock(nn.Module):
+    """Block i of a supernet with one dense and one sparse op, at static maximum shapes.
+
+    forward(mask, *inputs): inputs are the i + 1 dense nodes (unary dense op) or the (left, right)
+    pair zero-padded to `layout.left_width(i)` (binary op), then the i + 1 sparse nodes. Returns
+    (dense [B, W], sparse [B, T + 8, 16]), in bf16 under CUDA autocast (every consumer casts to
+    bf16 for its matmul anyway), else float32. Holds (does not copy) the supernet's modules.
+    Unselected inputs are removed by zeroing their weight columns (a weight is far smaller than a
+    batch of inputs): their products and their gradients are then exactly zero.
+    """
+
+    def __init__(self, block: nn.Module, i: int, dense_op: str, sparse_op: str, layout: Layout):
+        super().__init__()
+        self.i, self.layout = i, layout
+        self.dense_op, self.sparse_op = dense_op, sparse_op
+        self.dense = block.dense[dense_op]
+        self.sparse = block.sparse[sparse_op]
+        self.d2s, self.s2d, self.s2d_ln = block.d2s, block.s2d, block.s2d_ln
+        self.binary = dense_op in BINARY_DENSE_OPS
+        device = block.d2s.weight.device
+        n = i + 1
+        self.register_buffer("dense_owner", owners(layout.n_dense, layout.width, n).to(device))
+        self.register_buffer("token_owner", owners(layout.n_sparse, layout.slot, n).to(device))
+        # Zero columns / tokens that make the inner dimension of the input products a multiple of
+        # 8: the BLAS library's fast kernels need aligned bf16 rows (13 + 1024 i is not).
+        self.pad_d = -len(self.dense_owner) % ALIGN
+        self.pad_s = -len(self.token_owner) % ALIGN
+
+    def forward(self, mask: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        lay, n = self.layout, self.i + 1
+        m = split_mask(mask, self.i, lay)
+        dt = torch.get_autocast_dtype("cuda") if _autocast(mask) else None
+        n_dense_in = 2 if self.binary else n
+        dense_in, sparse_nodes = inputs[:n_dense_in], inputs[n_dense_in:]
+        s = _cat(sparse_nodes, dt, self.pad_s)
+        cols_s = F.pad(m["sel_s"].index_select(0, self.token_owner), (0, self.pad_s))
+        flags, dmask = m["flags"], m["dmask"]
+        if self.binary:
+            y = self._binary(*dense_in, dmask, flags[1])
+        else:
+            x = _cat(dense_in, dt, self.pad_d)
+            cols_d = F.pad(m["sel_d"].index_select(0, self.dense_owner), (0, self.pad_d))
+            if self.dense_op == "fc":
+                y = self._fc(x, cols_d, dmask)
+            else:
+                y = self._dot(x, s, cols_d, cols_s, m, flags[0])
+        if self.sparse_op == "efc":
+            so = self._efc(s, cols_s, m["tmask"])
+        else:
+            so = self._attention(s, cols_s, m["tmask"])
+        out_d = y
+        if self.s2d is not None:
+            fm = 0.5 * (so.sum(1).square() - so.square().sum(1))
+            fm = F.linear(fm, self.s2d.weight, self.s2d.bias)
+            out_d = y + masked_layer_norm(fm, self.s2d_ln, dmask) * flags[2]
+        extra = F.linear(y, self.d2s.weight, self.d2s.bias).view(-1, D2S_TOKENS, EMB) * flags[3]
+        out_s = torch.cat([so, extra.to(so.dtype)], 1)
+        if dt is not None:
+            return out_d.to(dt), out_s.to(dt)
+        return out_d, out_s
+
+    def _fc(self, x: torch.Tensor, cols: torch.Tensor, dmask: torch.Tensor) -> torch.Tensor:
+        lin = self.dense.linear
+        y = F.linear(x, selected(lin.weight, cols), lin.bias)
+        return F.relu(masked_layer_norm(y, self.dense.ln, dmask))
+
+    def _dot(
+        self, x: torch.Tensor, s: torch.Tensor, cols_d: torch.Tensor, cols_s: torch.Tensor,
+        m: dict[str, torch.Tensor], identity: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        dot, lay = self.dense, self.layout
+        dense_tok = F.linear(x, selected(dot.dense_proj.weight, cols_d), dot.dense_proj.bias)
+        if dot.dense_ln is not None:
+            dense_tok = F.layer_norm(dense_tok, (EMB,), dot.dense_ln.weight, dot.dense_ln.bias)
+        sparse_tok = token_project(s, selected(dot.token_proj.weight, cols_s), dot.token_proj.bias)
+        if dot.token_ln is not None:
+            sparse_tok = token_norm(sparse_tok, dot.token_ln)
+        sparse_tok = sparse_tok * m["kmask"][:, None]
+        tokens = torch.cat([dense_tok.unsqueeze(1), sparse_tok.to(dense_tok.dtype)], 1)
+        z = torch.bmm(tokens, tokens.transpose(1, 2)).flatten(1)
+        k = lay.k_max
+        pairs = z.index_select(1, dot.tri_rows * (k + 1) + dot.tri_cols)  # [B, pairs(k_max)]
+        c = pairs.shape[1]
+        same = pairs[:, : lay.width] if c >= lay.width else F.pad(pairs, (0, lay.width - c))
+        if dot.out is None:  # pairs(k_max) == W: never projected
+            y = same
+        else:
+            proj = F.linear(pairs, dot.out.weight, dot.out.bias)
+            y = torch.lerp(wide(proj), wide(same), identity)
+        return masked_layer_norm(y, dot.ln, m["dmask"])
+
+    def _binary(
+        self, left: torch.Tensor, right: torch.Tensor, dmask: torch.Tensor, identity: torch.Tensor
+    ) -> torch.Tensor:
+        op, lay = self.dense, self.layout
+        if op.gate is not None:
+            y = torch.sigmoid(F.linear(left, op.gate.weight, op.gate.bias)) * right
+        else:
+            y = left + right
+        pad = lay.width - y.shape[1]
+        same = F.pad(y, (0, pad)) if pad > 0 else y[:, : lay.width]
+        proj = F.linear(y, op.proj.weight, op.proj.bias)
+        return masked_layer_norm(torch.lerp(wide(proj), wide(same), identity), op.ln, dmask)
+
+    def _efc(self, s: torch.Tensor, cols: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+        efc = self.sparse
+        y = token_project(s, selected(efc.linear.weight, cols), efc.linear.bias)
+        if efc.ln is not None:
+            y = token_norm(y, efc.ln)
+        return F.relu(y) * tmask[:, None]
+
+    def _attention(self, s: torch.Tensor, cols: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+        att = self.sparse
+        y = token_project(s, selected(att.linear.weight, cols), att.linear.bias)  # [B, T, 16]
+        b, t = y.shape[0], y.shape[1]
+        q, k, v = att.qkv(y).view(b, t, 3, att.heads, EMB // att.heads).permute(2, 0, 3, 1, 4)
+        t_valid = tmask.sum().long()
+        a = kernels.fused_attention(q, k, v, t_valid).transpose(1, 2).reshape(b, t, EMB)
+        y = token_norm(y + att.out(a), att.ln1)
+        y = token_norm(y + att.ff2(F.relu(att.ff1(y))), att.ln2)
+        return y * tmask[:, None]
+
+
+def selected(weight: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """`weight` [out, K] with its columns multiplied by `cols` [K + pad] (0/1), zero-padded."""
+    return F.pad(weight, (0, cols.shape[0] - weight.shape[1])) * cols
+
+
+def _autocast(x: torch.Tensor) -> bool:
+    return x.is_cuda and torch.is_autocast_enabled("cuda")
+
+
+def _cat(nodes: tuple[torch.Tensor, ...], dtype: torch.dtype | None, pad: int) -> torch.Tensor:
+    """Node outputs concatenated on axis 1 (in `dtype` when given: the stem's are float32), then
+    `pad` zero columns (tokens)."""
+    if dtype is not None:
+        nodes = tuple(x.to(dtype) for x in nodes)
+    if pad:
+        zero = nodes[-1].new_zeros((nodes[-1].shape[0], pad, *nodes[-1].shape[2:]))
+        nodes = (*nodes, zero)
+    return torch.cat(nodes, 1)
+
+
+def padded(x: torch.Tensor, width: int) -> torch.Tensor:
+    """x [B, w] zero-padded (or cut, for an all-zero tail) to [B, width]."""
+    w = x.shape[1]
+    return F.pad(x, (0, width - w)) if w < width else x[:, :width]
+
+
+def block_inputs(
+    block: StaticBlock, subnet: Subnet, nodes_d: list, nodes_s: list
+) -> list[torch.Tensor]:
+    """The positional inputs (after the mask) of `block` for `subnet`."""
+    i = block.i
+    if block.binary:
+        a, b = subnet.blocks[i].dense_inputs
+        width = block.layout.left_width(i)
+        dense = [padded(nodes_d[a], width), padded(nodes_d[b], width)]
+    else:
+        dense = nodes_d[: i + 1]
+    return [*dense, *nodes_s[: i + 1]]
+
+
+def static_forward(
+    net: nn.Module,
+    dense: torch.Tensor,
+    sparse: torch.Tensor,
+    subnet: Subnet,
+    run_block: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> torch.Tensor:
+    """Logits [B] of `subnet` through the supernet `net` at static shapes. `run_block(i, ops,
+    mask, subnet, nodes_d, nodes_s) -> (dense, sparse)` runs one live block (default: eagerly;
+    models/nas/graphs.py replays CUDA graphs)."""
+    space = get_space(subnet.space)
+    layout = Layout.of(space, net.n_dense, len(net.table_sizes))
+    widths = [layout.n_dense] + [b.dense_width for b in subnet.blocks]
+    live = set(subnet.live_blocks())
+    masks = [block_mask(subnet, i, layout, widths) for i in range(layout.n_blocks)]
+    flat = torch.from_numpy(np.concatenate(masks))
+    if dense.is_cuda:
+        flat = flat.pin_memory().to(dense.device, non_blocking=True)
+    views, at = [], 0
+    for mk in masks:
+        views.append(flat[at : at + len(mk)])
+        at += len(mk)
+    # Every node input requires grad (the raw dense features and dead-block placeholders too), so
+    # a block captured as a CUDA graph sees the same requires_grad pattern for every subnet.
+    grad = torch.is_grad_enabled()
+    nodes_d: list = [dense.detach().requires_grad_(grad)]
+    nodes_s: list = [net.embedding(sparse.long() + net.offsets)]
+    zero_d = zero_s = None
+    for i in range(layout.n_blocks):
+        if i not in live:  # never read by a live block: a zero placeholder keeps the layout
+            if zero_d is None:
+                zero_d = dense.new_zeros(dense.shape[0], layout.width, requires_grad=grad)
+                zero_s = nodes_s[0].new_zeros(dense.shape[0], layout.slot, EMB, requires_grad=grad)
+            nodes_d.append(zero_d)
+            nodes_s.append(zero_s)
+            continue
+        b = subnet.blocks[i]
+        if run_block is None:
+            blk = StaticBlock(net.blocks[i], i, b.dense_op, b.sparse_op, layout)
+            d, s = blk(views[i], *block_inputs(blk, subnet, nodes_d, nodes_s))
+        else:
+            d, s = run_block(i, (b.dense_op, b.sparse_op), views[i], subnet, nodes_d, nodes_s)
+        nodes_d.append(d)
+        nodes_s.append(s)
+    x = torch.cat([nodes_d[-1], nodes_s[-1].flatten(1).to(nodes_d[-1].dtype)], 1)
+    return F.linear(x, net.head.weight, net.head.bias).squeeze(-1)

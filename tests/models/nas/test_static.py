@@ -1,0 +1,110 @@
+"""Static-shape execution (models/nas/static.py) equals the sliced supernet path, values and
+gradients, for random subnets; masks and layout by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.nas.space import SPACES, SearchSpace, sample_subnet
+from models.nas.static import Layout, block_mask, masked_layer_norm, static_forward
+from models.nas.supernet import Supernet
+
+from .conftest import N_DENSE, TABLES, TINY, tiny_batch
+
+# Widths where pairs(dot_tokens(d)) == d (3, 6, 10) and where max(left, right) == d (n_dense 3):
+# both "no projection" branches of the static path get exercised.
+IDENT = SearchSpace(
+    "ident", ("fc", "dot", "gating", "sum"), ("efc", "attention"), (3, 6, 10), (2, 3)
+)
+
+
+@pytest.fixture
+def spaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(SPACES, "tiny", TINY)
+    monkeypatch.setitem(SPACES, "ident", IDENT)
+
+
+def _grads(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for n, p in net.named_parameters():
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        out[n] = g.to_dense() if g.is_sparse else g.clone()
+    return out
+
+
+@pytest.mark.parametrize("space", ["tiny", "ident"])
+@pytest.mark.parametrize("seed", range(10))
+def test_static_path_equals_sliced_path(spaces, space, seed):
+    torch.manual_seed(seed)
+    net = Supernet(space, TABLES, N_DENSE, seed=seed).double()  # float64: rounding out of the way
+    with torch.no_grad():  # non-trivial LayerNorm affine weights
+        for name, p in net.named_parameters():
+            if name.endswith(("ln.weight", "ln1.weight", "ln2.weight")):
+                p.add_(0.3 * torch.randn_like(p))
+    sub = sample_subnet(space, seed)
+    dense, sparse = tiny_batch(5, seed)
+    dense = dense.double()
+    ref = net(dense, sparse, sub)
+    ref.square().sum().backward()
+    g_ref = _grads(net)
+    net.zero_grad(set_to_none=True)
+    out = static_forward(net, dense, sparse, sub)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    out.square().sum().backward()
+    g = _grads(net)
+    # Absolute tolerance from the largest gradient: some entries are sums of cancelling terms (a
+    # token projection's bias feeds a LayerNorm over the token: its exact gradient is 0).
+    scale = max(float(v.abs().max()) for v in g_ref.values())
+    for name in g_ref:
+        torch.testing.assert_close(g[name], g_ref[name], rtol=1e-8, atol=1e-12 * scale, msg=name)
+
+
+def test_identity_branches_are_met(spaces):
+    """The `ident` space's seeds above hit both no-projection flags (else the test is weak)."""
+    lay = Layout.of(IDENT, N_DENSE, len(TABLES))
+    dot = binary = 0
+    for seed in range(10):
+        sub = sample_subnet("ident", seed)
+        widths = [N_DENSE] + [b.dense_width for b in sub.blocks]
+        for i in sub.live_blocks():
+            flags = block_mask(sub, i, lay, widths)[-4:]
+            dot += sub.blocks[i].dense_op == "dot" and flags[0] == 1
+            binary += sub.blocks[i].dense_op in ("gating", "sum") and flags[1] == 1
+    assert dot > 0 and binary > 0
+
+
+def test_block_mask_by_hand(spaces):
+    lay = Layout.of(TINY, N_DENSE, len(TABLES))  # W 16, T 4, k_max round(sqrt(32)) = 6
+    assert (lay.width, lay.tokens, lay.slot, lay.k_max) == (16, 4, 12, 6)
+    sub = sample_subnet("tiny", 0).to_dict()
+    b = sub["blocks"][2]
+    b.update(dense_op="fc", dense_width=8, sparse_tokens=2, dense_inputs=[0, 2],
+             sparse_inputs=[1], dense_to_sparse=True, sparse_to_dense=False)  # fmt: skip
+    from models.nas.space import subnet_from_dict
+
+    s = subnet_from_dict(sub)
+    widths = [N_DENSE] + [x.dense_width for x in s.blocks]
+    m = block_mask(s, 2, lay, widths)
+    assert len(m) == 2 * 3 + 16 + 4 + 6 + 4
+    np.testing.assert_array_equal(m[:3], [1, 0, 1])  # dense nodes 0 and 2
+    np.testing.assert_array_equal(m[3:6], [0, 1, 0])  # sparse node 1
+    np.testing.assert_array_equal(m[6:22], [1] * 8 + [0] * 8)  # width 8 of 16
+    np.testing.assert_array_equal(m[22:26], [1, 1, 0, 0])  # 2 tokens of 4
+    np.testing.assert_array_equal(m[26:32], [1] * 4 + [0] * 2)  # Dot keeps round(sqrt(16)) = 4
+    # flags: pairs(4) = 10 != 8; not binary; s2d off; d2s on
+    np.testing.assert_array_equal(m[32:], [0, 0, 0, 1])
+
+
+def test_masked_layer_norm_by_hand():
+    y = torch.tensor([[1.0, 3.0, 100.0]])
+    ln = torch.nn.LayerNorm(3)
+    with torch.no_grad():
+        ln.weight.copy_(torch.tensor([2.0, 1.0, 5.0]))
+        ln.bias.copy_(torch.tensor([0.5, -0.5, 7.0]))
+    out = masked_layer_norm(y, ln, torch.tensor([1.0, 1.0, 0.0]))
+    # first two features: mean 2, variance 1 -> normalised (-1, 1) / sqrt(1 + 1e-5)
+    s = 1 / np.sqrt(1 + 1e-5)
+    expected = torch.tensor([[2 * -s + 0.5, s - 0.5, 0.0]], dtype=torch.float32)
+    torch.testing.assert_close(out, expected)
