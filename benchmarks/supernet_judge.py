@@ -2,7 +2,7 @@
 
 The experiment of issue 6, on synthetic data whose labels come from a hidden teacher *subnet*
 (so the best achievable log loss is known and the teacher's own architecture can be trained):
-  1. prepare --rows synthetic Criteo-shaped rows (tables capped at 100k) labelled by a random
+  1. prepare --rows synthetic Criteo-shaped rows (tables capped at --max-table-rows) labelled by a random
      nasrec-full subnet (seed --teacher-seed); the manifest holds the Bayes-optimal log loss;
   2. train the weight-sharing supernet (NASRec recipe, `train_supernet`);
   3. sample --subnets random subnets (seed --seed); score each with inherited weights plus the
@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--device", default="auto")
     p.add_argument("--teacher-device", default=None, help="default: --device (cuda when auto)")
+    p.add_argument("--max-table-rows", type=int, default=100_000,
+                   help="cap on each table's rows (fewer rows: embeddings learn faster, so the "
+                        "architectures' differences weigh more in the log loss)")
+    p.add_argument("--logit-std", type=float, default=2.0, help="teacher logit std")
+    p.add_argument("--graphs", choices=("auto", "on", "off"), default="auto",
+                   help="CUDA graphs for the supernet's sampled paths")
     return p.parse_args(argv)
 
 
@@ -91,7 +97,9 @@ def prepare_data(args: argparse.Namespace) -> Path:
                                   torch.cuda.is_available() else "cpu")  # fmt: skip
     return prepare("synthetic", None, args.out / "data", rows=args.rows, shape="criteo",
                    seed=args.seed, teacher_kind="subnet", teacher_space=args.space,
-                   teacher_seed=args.teacher_seed, teacher_device=dev, progress=False)  # fmt: skip
+                   teacher_seed=args.teacher_seed, teacher_device=dev,
+                   max_table_rows=args.max_table_rows, logit_std=args.logit_std,
+                   progress=False)  # fmt: skip
 
 
 def write_subnets(args: argparse.Namespace, data: Path) -> dict[str, Path]:
@@ -172,7 +180,8 @@ def plan_jobs(args: argparse.Namespace, data: Path, subnets: dict[str, Path]) ->
     sup_out = args.out / "supernet"
     supernet = ("supernet", "supernet", {
         "config": {"data": str(data), "space": args.space, "steps": steps,
-                   "batch_size": args.batch_size, "seed": args.seed, "device": args.device},
+                   "batch_size": args.batch_size, "seed": args.seed, "device": args.device,
+                   "graphs": args.graphs},
         "out": str(sup_out)})  # fmt: skip
     standalone = []
     for name in [*BASELINES, "teacher", *(k for k in subnets if k != "teacher")]:
