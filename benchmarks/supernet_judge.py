@@ -271,6 +271,9 @@ def summarize(args: argparse.Namespace, data: Path, jobs: tuple, subnets: dict) 
     noise = float(np.mean(seed_std)) / np.sqrt(args.standalone_seeds)
     noise_text = f"{noise:.5f}" if args.standalone_seeds > 1 else "n/a (one seed: --standalone-seeds)"
     print(f"standalone spread (std over subnets) {spread:.5f}; noise of a mean {noise_text}")
+    ceiling = tau_ceiling(spread, noise) if args.standalone_seeds > 1 else None
+    if ceiling is not None:
+        print(f"Kendall tau a perfect judge would expect against this noisy truth: {ceiling:.2f}")
     print(f"\nBayes-optimal test log loss {bayes['test']:.5f}")
     print(f"{'model':10s} {'test logloss':>12s} {'excess':>9s} {'test AUC':>8s}")
     excess = {}
@@ -283,8 +286,22 @@ def summarize(args: argparse.Namespace, data: Path, jobs: tuple, subnets: dict) 
     return {"kendall_tau": float(tau), "kendall_p": float(tau_p), "spearman_rho": float(rho),
             "standalone_spread_std": spread,
             "standalone_mean_noise": noise if args.standalone_seeds > 1 else None,
+            "tau_ceiling": ceiling,
             "subnets": rows, "bayes_test_logloss": bayes["test"], "baselines": excess,
             "supernet": load("supernet") | {"steps": steps}}  # fmt: skip
+
+
+def tau_ceiling(spread: float, noise: float) -> float:
+    """Expected Kendall tau between the true quality of the subnets and a truth measured with
+    noise of std `noise`, when the measured values spread with std `spread`: the best a judge can
+    score. With true std s = sqrt(spread^2 - noise^2) the correlation is r = s / spread, and for
+    normal variables tau = 2 / pi * asin(r)."""
+    import math
+
+    if spread <= 0:
+        return 0.0
+    r = math.sqrt(max(spread**2 - noise**2, 0.0)) / spread
+    return 2 / math.pi * math.asin(r)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,40 @@
+"""benchmarks/supernet_judge.py: the Kendall-tau ceiling of a noisy truth, by hand and by
+simulation."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import kendalltau
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def judge():
+    spec = importlib.util.spec_from_file_location("judge", ROOT / "benchmarks/supernet_judge.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_tau_ceiling_by_hand(judge):
+    assert judge.tau_ceiling(1.0, 0.0) == 1.0  # a noiseless truth
+    assert judge.tau_ceiling(1.0, 1.0) == 0.0  # all spread is noise
+    # spread 2, noise sqrt(3): true std 1, r = 1/2, tau = 2/pi asin(1/2) = 1/3
+    assert judge.tau_ceiling(2.0, math.sqrt(3.0)) == pytest.approx(1 / 3, abs=1e-12)
+
+
+def test_tau_ceiling_matches_simulation(judge):
+    """Mean tau between a normal truth (std 1) and truth + noise (std 1) over many draws of 20
+    subnets is within 0.02 of the ceiling computed from the measured spread (sqrt 2)."""
+    rng = np.random.default_rng(0)
+    taus = []
+    for _ in range(2000):
+        true = rng.normal(size=20)
+        taus.append(kendalltau(true, true + rng.normal(size=20))[0])
+    assert np.mean(taus) == pytest.approx(judge.tau_ceiling(math.sqrt(2.0), 1.0), abs=0.02)
