@@ -40,7 +40,6 @@ KERNELS: dict[str, Any] = {
     "force": False,
     "attn_chunk": 0,
     "attn_warps": 0,
-    "attn_stages": 0,
     "ln_warps": 0,
     "ln_rows": 0,
     "ln_programs": 0,
@@ -167,6 +166,79 @@ if triton is not None:
     # across lanes costs log2(32) shuffles per element). Chunk vectors are broadcast loads.
 
     @triton.jit
+    def _fwd_chunk(
+        c, n, qt, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, m, den, acc,
+        D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr,
+    ):  # fmt: skip
+        """Online-softmax update of (row max m, denominator den, acc [DP, BT]) by keys c..c+KC."""
+        kj = c + tl.arange(0, KC)
+        kvalid = kj < n
+        s = tl.zeros([KC, BT], tl.float32)
+        for d in tl.static_range(D):
+            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
+            s += kd[:, None] * _column(qt, dd, d)[None, :]
+        s = tl.where(kvalid[:, None], s, -1.0e30)  # finite: no NaN when no key is valid
+        m_new = tl.maximum(m, tl.max(s, 0))
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(s - m_new[None, :])
+        den = den * alpha + tl.sum(p, 0)
+        acc = acc * alpha[None, :]
+        for d in tl.static_range(D):
+            vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid)
+            acc = _put(acc, dd, d, tl.sum(p * vd[:, None], 0))
+        return m_new, den, acc
+
+    @triton.jit
+    def _dq_chunk(
+        c, n, qt, dot, delta, lse, qvalid, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, dq,
+        D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr,
+    ):  # fmt: skip
+        """dq [DP, BT] plus dS K over keys c..c+KC (dS = P (dO V^T - delta), unscaled)."""
+        kj = c + tl.arange(0, KC)
+        kvalid = kj < n
+        s = tl.zeros([KC, BT], tl.float32)
+        dp = tl.zeros([KC, BT], tl.float32)
+        for d in tl.static_range(D):
+            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
+            vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid)
+            s += kd[:, None] * _column(qt, dd, d)[None, :]
+            dp += vd[:, None] * _column(dot, dd, d)[None, :]
+        p = tl.where(kvalid[:, None] & qvalid[None, :], tl.exp2(s - lse[None, :]), 0.0)
+        ds = p * (dp - delta[None, :])
+        for d in tl.static_range(D):
+            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
+            dq = _put(dq, dd, d, tl.sum(ds * kd[:, None], 0))
+        return dq
+
+    @triton.jit
+    def _dkdv_chunk(
+        c, n, kt, vt, kvalid, dd, q_base, do_base, lse_ptr, delta_ptr, pid,
+        sq_t, sq_d, sdo_t, sdo_d, dk, dv,
+        D: tl.constexpr, QC: tl.constexpr, BT: tl.constexpr,
+    ):  # fmt: skip
+        """(dk, dv) [DP, BT] plus dS^T Q (unscaled) and P^T dO over queries c..c+QC."""
+        qi = c + tl.arange(0, QC)
+        qvalid = qi < n
+        row = pid.to(tl.int64) * BT + qi
+        lse = tl.load(lse_ptr + row)
+        delta = tl.load(delta_ptr + row)
+        s = tl.zeros([QC, BT], tl.float32)
+        dp = tl.zeros([QC, BT], tl.float32)
+        for d in tl.static_range(D):
+            qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
+            dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid)
+            s += qd[:, None] * _column(kt, dd, d)[None, :]
+            dp += dod[:, None] * _column(vt, dd, d)[None, :]
+        p = tl.where(qvalid[:, None] & kvalid[None, :], tl.exp2(s - lse[:, None]), 0.0)
+        ds = p * (dp - delta[:, None])
+        for d in tl.static_range(D):
+            qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
+            dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid)
+            dv = _put(dv, dd, d, tl.sum(p * dod[:, None], 0))
+            dk = _put(dk, dd, d, tl.sum(ds * qd[:, None], 0))
+        return dk, dv
+
+    @triton.jit
     def _attn_fwd_kernel(
         q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, tv_ptr,
         tv, T, H, qk_scale,
@@ -193,29 +265,15 @@ if triton is not None:
         den = tl.zeros([BT], tl.float32)
         acc = tl.zeros([DP, BT], tl.float32)
         for c in range(0, n, KC):  # chunks past t_valid are skipped
-            kj = c + tl.arange(0, KC)
-            kvalid = kj < n
-            s = tl.zeros([KC, BT], tl.float32)
-            for d in tl.static_range(D):
-                kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
-                s += kd[:, None] * _column(qt, dd, d)[None, :]
-            s = tl.where(kvalid[:, None], s, -1.0e30)  # finite: no NaN when no key is valid
-            m_new = tl.maximum(m, tl.max(s, 0))
-            alpha = tl.exp2(m - m_new)
-            p = tl.exp2(s - m_new[None, :])
-            den = den * alpha + tl.sum(p, 0)
-            acc = acc * alpha[None, :]
-            for d in tl.static_range(D):
-                vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid)
-                acc = _put(acc, dd, d, tl.sum(p * vd[:, None], 0))
-            m = m_new
+            m, den, acc = _fwd_chunk(
+                c, n, qt, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, m, den, acc, D, KC, BT
+            )
         den = tl.maximum(den, 1.0)  # >= 1 anyway on valid rows (the max term is 1)
         inv = tl.where(qvalid, 1.0 / den, 0.0)  # rows >= t_valid come out exactly 0
         o_base = o_ptr + b * so_b + h * so_h
         _store_t(o_base, qi, so_t, so_d, dd, qi < T, acc * inv[None, :], D)
-        lse = tl.where(
-            qvalid, m + tl.log2(den), 0.0
-        )  # 0: exp2(s - lse) stays finite on masked rows
+        # lse 0 on masked rows keeps exp2(s - lse) finite there in the backward
+        lse = tl.where(qvalid, m + tl.log2(den), 0.0)
         tl.store(lse_ptr + pid.to(tl.int64) * BT + qi, lse)
 
     @triton.jit
@@ -251,20 +309,10 @@ if triton is not None:
         lse = tl.load(lse_ptr + row)
         dq = tl.zeros([DP, BT], tl.float32)
         for c in range(0, n, KC):  # chunks past t_valid are skipped
-            kj = c + tl.arange(0, KC)
-            kvalid = kj < n
-            s = tl.zeros([KC, BT], tl.float32)
-            dp = tl.zeros([KC, BT], tl.float32)
-            for d in tl.static_range(D):
-                kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
-                vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid)
-                s += kd[:, None] * _column(qt, dd, d)[None, :]
-                dp += vd[:, None] * _column(dot, dd, d)[None, :]
-            p = tl.where(kvalid[:, None] & qvalid[None, :], tl.exp2(s - lse[None, :]), 0.0)
-            ds = p * (dp - delta[None, :])
-            for d in tl.static_range(D):
-                kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
-                dq = _put(dq, dd, d, tl.sum(ds * kd[:, None], 0))
+            dq = _dq_chunk(
+                c, n, qt, dot, delta, lse, qvalid, dd, k_base, v_base,
+                sk_t, sk_d, sv_t, sv_d, dq, D, KC, BT,
+            )  # fmt: skip
         dq_base = dq_ptr + b * sg_b + h * sg_h
         _store_t(dq_base, qi, sg_t, sg_d, dd, qi < T, dq * sm_scale, D)
 
@@ -295,26 +343,11 @@ if triton is not None:
         vt = _load_t(v_ptr + b * sv_b + h * sv_h, kj, sv_t, sv_d, dd, kvalid, D)
         dk = tl.zeros([DP, BT], tl.float32)
         dv = tl.zeros([DP, BT], tl.float32)
-        for c in range(0, n, QC):
-            qi = c + tl.arange(0, QC)
-            qvalid = qi < n
-            row = pid.to(tl.int64) * BT + qi
-            lse = tl.load(lse_ptr + row)
-            delta = tl.load(delta_ptr + row)
-            s = tl.zeros([QC, BT], tl.float32)
-            dp = tl.zeros([QC, BT], tl.float32)
-            for d in tl.static_range(D):
-                qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
-                dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid)
-                s += qd[:, None] * _column(kt, dd, d)[None, :]
-                dp += dod[:, None] * _column(vt, dd, d)[None, :]
-            p = tl.where(qvalid[:, None] & kvalid[None, :], tl.exp2(s - lse[:, None]), 0.0)
-            ds = p * (dp - delta[:, None])
-            for d in tl.static_range(D):
-                qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
-                dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid)
-                dv = _put(dv, dd, d, tl.sum(p * dod[:, None], 0))
-                dk = _put(dk, dd, d, tl.sum(ds * qd[:, None], 0))
+        for c in range(0, n, QC):  # chunks past t_valid are skipped
+            dk, dv = _dkdv_chunk(
+                c, n, kt, vt, kvalid, dd, q_base, do_base, lse_ptr, delta_ptr, pid,
+                sq_t, sq_d, sdo_t, sdo_d, dk, dv, D, QC, BT,
+            )  # fmt: skip
         g = b * sg_b + h * sg_h
         _store_t(dv_ptr + g, kj, sg_t, sg_d, dd, kj < T, dv, D)
         _store_t(dk_ptr + g, kj, sg_t, sg_d, dd, kj < T, dk * sm_scale, D)
@@ -379,20 +412,15 @@ if triton is not None:
 
 def _block_t(t: int) -> int:
     """Tile side for T tokens: the next power of two >= max(T, 16)."""
-    if t > 128:
-        raise ValueError(f"fused_attention supports T <= 128 tokens, got {t}")
-    return max(16, 1 << (t - 1).bit_length())
+    return max(16, _pow2(t))
 
 
 def _attn_launch(bt: int) -> dict[str, int]:
-    """Chunk size and warps for a BT tile: rows spread over lanes, chunks of 16 in registers."""
-    launch = {
-        "KC": min(bt, KERNELS["attn_chunk"] or 16),
+    """Chunk size and warps for a BT tile (rows on lanes, chunks of 32 in registers)."""
+    return {
+        "KC": min(bt, KERNELS["attn_chunk"] or 32),
         "num_warps": KERNELS["attn_warps"] or max(1, bt // 64),
     }
-    if KERNELS["attn_stages"]:
-        launch["num_stages"] = KERNELS["attn_stages"]
-    return launch
 
 
 def _token_major(b: int, h: int, t: int, d: int, like: torch.Tensor) -> torch.Tensor:
@@ -465,12 +493,12 @@ def fused_attention(
     Keys with index >= t_valid are left out of the softmax and query rows >= t_valid are exactly 0
     (so are their gradients). t_valid: None (all T), a python int, or a one-element integer tensor
     on q's device, read inside the kernel (no host sync: capturable in CUDA graphs). The Triton
-    path (T <= 128, fp32 math) returns a view stored token-major ([B, T, H, D] memory), so
-    `o.transpose(1, 2).reshape(B, T, H * D)` costs no copy; use reshape, not view, on it.
+    path (T <= 128, else the reference; fp32 math) returns a view stored token-major ([B, T, H, D]
+    memory), so `o.transpose(1, 2).reshape(B, T, H * D)` costs no copy; use reshape, not view.
     """
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must share one [B, H, T, D] shape, got {q.shape}, {k.shape}")
-    if not _use_triton(q) or q.numel() == 0:
+    if not _use_triton(q) or q.numel() == 0 or q.shape[-2] > 128:
         return attention_reference(q, k, v, t_valid)
     return _FusedAttention.apply(q, k, v, t_valid)
 

@@ -182,6 +182,19 @@ def test_fused_attention_bf16(K, t):
         torch.testing.assert_close(g, wg, **BF16)
 
 
+@pytest.mark.parametrize(("chunk", "t_valid"), [(16, 37), (16, 20), (8, 5), (64, 37)])
+def test_fused_attention_chunking(K, monkeypatch, chunk, t_valid):
+    # several chunks, partly valid chunks and skipped chunks
+    monkeypatch.setitem(K.KERNELS, "attn_chunk", chunk)
+    qkv = _qkv(1, 2, 37, 2)
+    tv = torch.tensor(t_valid, device=DEV)
+    out, grads = _run(K.fused_attention, qkv, tv)
+    want, want_grads = _run(attention_reference, qkv, t_valid)
+    torch.testing.assert_close(out, want, **FP32)
+    for g, wg in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g, wg, **FP32)
+
+
 @pytest.mark.parametrize(("t", "d"), [(16, 1), (9, 4), (5, 8), (100, 2)])
 def test_fused_attention_head_widths_and_long_t(K, t, d):
     qkv = _qkv(1, 2, t, d)
