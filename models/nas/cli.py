@@ -14,10 +14,13 @@ from typing import Any
 from pimrec.cli import add_command, add_group
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, training: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=512, help="rows per step (default 512)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
+    if training:
+        p.add_argument("--graphs", choices=("auto", "on", "off"), default="auto",
+                       help="training steps replayed as CUDA graphs (auto: on with CUDA)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -44,8 +47,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--full-warmup-steps", type=int, help="T of the full-supernet warm-up")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--graphs", choices=("auto", "on", "off"), default="auto",
-                   help="CUDA graphs for sampled single paths (auto: on with CUDA)")
     _common(p)
 
     p = add_command(
@@ -94,7 +95,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-eval-rows", type=int, help="validate on the first rows only")
     p.add_argument("--out", help="folder for report.json")
-    _common(p)
+    _common(p, training=False)
 
     sub = add_group(
         subparsers, "subnet", help="make subnet records",

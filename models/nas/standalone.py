@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from models.nas import train as _train
+from models.nas.graphs import graph_model, graphs_wanted
 from models.nas.optim import make_optimizer
 from models.nas.runtime import (
     CHECKPOINT_FORMAT,
@@ -50,7 +51,7 @@ from pimrec.report import make_report, write_report
 
 CHECKPOINT = "checkpoint.pt"
 # Settings that may differ between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = {"device", "checkpoint_every", "subnet"}  # the subnet's record is compared
+RESUMABLE_CHANGES = {"device", "graphs", "checkpoint_every", "subnet"}  # the subnet's record is compared
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class ModelConfig:
     max_eval_rows: int | None = None
     device: str = "auto"
     amp: bool = True
+    graphs: str = "auto"  # the training step as CUDA graphs: auto (on with CUDA), on, off
     checkpoint_every: int | None = None  # steps between checkpoints; None: at each validation
 
 
@@ -122,6 +124,7 @@ def train_model(
     val, _, _ = split_info(config.data, "val")
     test, _, _ = split_info(config.data, "test")
     device = resolve_device(config.device)
+    graphs_wanted(config.graphs, device)  # a bad setting fails before any work
     build_model(config, tables, n_dense, config.seeds[0])  # bad --subnet / --model: fail early
     per_epoch = len(arrays) // config.batch_size
     total = per_epoch * config.epochs if config.max_steps is None else config.max_steps
@@ -204,6 +207,8 @@ class _Run:
                             int(saved["bad"]))  # fmt: skip
             if st.best_state is None and st.best_step == st.step and st.step > 0:
                 st.best_state = copy.deepcopy(model.state_dict())
+        if graphs_wanted(config.graphs, device):
+            graph_model(model, config.batch_size, self.n_dense, len(self.tables), amp=config.amp)
 
         def checkpoint(position: tuple[int, int]) -> None:
             best_state = None if st.best_step == st.step else st.best_state  # else: = model
