@@ -7,18 +7,27 @@ Measures, on one device:
   2. the same with the full supernet (the warm-up step);
   3. the end-to-end `train_supernet` command path (checkpoint writes excluded by the trainer);
   4. per sampled path: step time through the supernet / step time of the extracted standalone
-     subnet (same weights, same on-device batch, own Adagrad), in the same process.
+     subnet (same weights, same on-device batch, own Adagrad), in the same process: both eager,
+     and on CUDA both as CUDA graphs (models/nas/graphs.py).
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
-Measured 2026-11-26 (nasrec-full, batch 8192, Criteo-shaped tables capped at 0.5M rows):
-  H200 (torch 2.11, bf16 autocast), after LayerNorm followed Sum/Gating/Dot projections/FM (83217a3)
-  and Adagrad split dense/sparse (dense embedding gradients on CUDA): sampled single paths 231k
-  samples/s (35.5 ms/step), full supernet 93k, train_supernet command 252k; single-path overhead
-  median 1.10x, max 1.27x over 8 paths. The profiler puts the GPU side alone at ~17.8 ms/step
-  (bmm of the 2-wide attention heads and the Dot-Product 35 %, softmax 12 %), so even with no host
-  overhead this model tops out near 460k samples/s: the 1M target needs a fused attention kernel
-  for 2-wide heads (scores kept on chip), not less Python. Earlier session: 250k-330k, host-bound.
+Measured 2026-11-26 (nasrec-full, Criteo-shaped tables capped at 0.5M rows, H200, torch 2.11, bf16
+autocast, data from the shards):
+  batch 8192: sampled single paths 448k samples/s through the per-block CUDA graphs (18.3 ms per
+  step) vs 209k eager (39.2 ms); 56 block graphs captured in 4.6 s, peak GPU memory 20.6 GiB; full
+  supernet (eager) 91k. Per path (4 paths), supernet / standalone: both eager median 1.15x, max
+  1.29x; both graphed median 1.51x, max 2.25x (graphed standalone steps 7.8-19.9 ms: a standalone
+  subnet has its own small shapes, the supernet path runs at maximum widths with masks).
+  batch 512: sampled paths 42k samples/s graphed (12.1 ms) vs 14k eager (35.8 ms); graphed
+  standalone steps 5.2-5.9 ms vs 26-32 ms eager. At this batch the step is host-bound, even graphed.
+  Target 1M samples/s at batch 8192: not met. The profile of a graphed step (gprof-style
+  torch.profiler, 10 steps) shows ~16.9 ms of GPU work: ~14 ms inside the block graphs (the masked
+  elementwise work at maximum widths dominates; attention ~1.5 ms with the fused kernels) and
+  ~2.5 ms of eager Adagrad, clipping and dense embedding gradients.
+  Before the graphs (earlier in the session): the GPU side alone was ~17.8 ms per step and the host
+  needed ~41 ms to issue ~700 launches; bmm + softmax of the 2-wide attention heads were ~47 % of
+  the GPU time (now Triton kernels, benchmarks/attention_kernels.py).
   2-core CPU shared with other jobs (torch 2.13): sampled paths ~660 samples/s before sparse
   embedding gradients; 1.8x faster per CPU-second after (models/nas/optim.py).
 Data: a Criteo-shaped synthetic folder (tables capped at 0.5M rows) made with `models.data.prepare`
