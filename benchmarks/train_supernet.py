@@ -16,7 +16,7 @@ Measured 2026-11-26 (nasrec-full, Criteo-shaped tables capped at 0.5M rows, H200
 autocast, data from the shards):
   batch 8192: sampled single paths 448k samples/s through the per-block CUDA graphs (18.3 ms per
   step) vs 209k eager (39.2 ms); 56 block graphs captured in 4.6 s, peak GPU memory 20.6 GiB; full
-  supernet (eager) 91k. Per path (4 paths), supernet / standalone: both eager median 1.15x, max
+  supernet 91k eager (another run: 74k eager vs 93k through 7 block graphs). Per path (4 paths), supernet / standalone: both eager median 1.15x, max
   1.29x; both graphed median 1.51x, max 2.25x (graphed standalone steps 7.8-19.9 ms: a standalone
   subnet has its own small shapes, the supernet path runs at maximum widths with masks).
   batch 512: sampled paths 42k samples/s graphed (12.1 ms) vs 14k eager (35.8 ms); graphed
@@ -204,6 +204,10 @@ def main() -> None:
     if args.full_steps:
         s = time_steps(full_step, args.full_steps, device, warm=1)
         rows.append(("full supernet (warm-up step), data from shards", bs / s, s * 1e3))
+        if graphed is not None:
+            s = time_steps(lambda: train_step(graphed, opt, next(stream), 0.01, 5.0, amp, device),
+                           args.full_steps, device, warm=2)  # fmt: skip
+            rows.append(("full supernet, CUDA graphs, data from shards", bs / s, s * 1e3))
     stream.close()
 
     # The command path: train_supernet end to end (its own stream, warm-up p = 0).

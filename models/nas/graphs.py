@@ -11,8 +11,8 @@ eager kernels (embedding, input copies, head, loss, clipping and Adagrad).
 Graphs are captured lazily, the first time a block meets an op pair (at most 7 x 8 for
 nasrec-full), with `torch.cuda.make_graphed_callables` under bf16 autocast without the weight-cast
 cache (graphs replay the casts). Each holds its own static activations; memory is reported by
-`GraphedSupernet.captured()`. Only training steps of sampled subnets use graphs: the full supernet
-(warm-up steps) and anything under `torch.no_grad` run the eager path.
+`GraphedSupernet.captured()`. The full supernet's warm-up steps replay one graph per block too
+(their shapes are static already); anything in eval mode or under `torch.no_grad` runs eagerly.
 """
 
 from __future__ import annotations
@@ -83,14 +83,16 @@ class GraphedSupernet:
     def __init__(self, net: torch.nn.Module, *, amp: bool = True, warmup_iters: int = 3) -> None:
         self.net, self.amp, self.warmup_iters = net, amp, warmup_iters
         self.layout = Layout.of(get_space(net.space.name), net.n_dense, len(net.table_sizes))
-        self._blocks: dict[tuple[int, str, str], StaticBlock] = {}
+        self._blocks: dict[tuple, torch.nn.Module] = {}
         self.capture_s = 0.0
 
     def __call__(
         self, dense: torch.Tensor, sparse: torch.Tensor, subnet: Subnet | None = None
     ) -> torch.Tensor:
-        if subnet is None or not torch.is_grad_enabled() or not self.net.training:
+        if not torch.is_grad_enabled() or not self.net.training:
             return self.net(dense, sparse, subnet)
+        if subnet is None:  # the full supernet has static shapes already
+            return self.net._run(dense, sparse, self.net._full, None, run_block=self._run_full)
         return static_forward(self.net, dense, sparse, subnet, run_block=self._run_block)
 
     def parameters(self) -> Any:
@@ -110,13 +112,24 @@ class GraphedSupernet:
             blk = StaticBlock(self.net.blocks[i], i, ops[0], ops[1], self.layout)
         inputs = block_inputs(blk, subnet, nodes_d, nodes_s)
         if fresh:
-            self._capture(key, blk, mask, inputs)
+            self._capture(key, blk, mask, *inputs)
         return blk(mask, *inputs)
 
-    def _capture(self, key: tuple, blk: StaticBlock, mask: torch.Tensor, inputs: list) -> None:
+    def _run_full(
+        self, i: int, dx: torch.Tensor, left: torch.Tensor, right: torch.Tensor, sx: torch.Tensor,
+        plan: object,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        key = ("full", i)
+        blk = self._blocks.get(key)
+        if blk is None:
+            blk = _FullBlock(self.net.blocks[i], plan)
+            self._capture(key, blk, dx, left, right, sx)
+        return blk(dx, left, right, sx)
+
+    def _capture(self, key: tuple, blk: torch.nn.Module, *inputs: torch.Tensor) -> None:
         t0 = time.perf_counter()
         _quiet_stream_warning()
-        sample = tuple(x.detach().clone().requires_grad_(x.requires_grad) for x in (mask, *inputs))
+        sample = tuple(x.detach().clone().requires_grad_(x.requires_grad) for x in inputs)
         with (
             HOST_CUDA_LOCK,
             torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False),
@@ -126,3 +139,17 @@ class GraphedSupernet:
             )
         self._blocks[key] = blk
         self.capture_s += time.perf_counter() - t0
+
+
+class _FullBlock(torch.nn.Module):
+    """Block i of the full supernet (every op, every input, maximum sizes) as a module of its
+    inputs alone, for capture."""
+
+    def __init__(self, block: torch.nn.Module, plan: object) -> None:
+        super().__init__()
+        self.block, self.plan = block, plan
+
+    def forward(
+        self, dx: torch.Tensor, left: torch.Tensor, right: torch.Tensor, sx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.block(dx, left, right, sx, self.plan)

@@ -23,7 +23,7 @@ same Adagrad update with weight decay 0; models/nas/optim.py has the clipping an
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -167,14 +167,20 @@ class _Network(nn.Module):
         sparse: torch.Tensor,
         plans: Sequence[BlockPlan | None],
         head_cols: Cols,
+        run_block: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        x = self._features(dense, sparse, plans)
+        x = self._features(dense, sparse, plans, run_block)
         return _linear(x, self.head, None, head_cols).squeeze(-1)
 
     def _features(
-        self, dense: torch.Tensor, sparse: torch.Tensor, plans: Sequence[BlockPlan | None]
+        self,
+        dense: torch.Tensor,
+        sparse: torch.Tensor,
+        plans: Sequence[BlockPlan | None],
+        run_block: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        """The head's input: last block's dense output and flattened sparse output."""
+        """The head's input: last block's dense output and flattened sparse output.
+        `run_block(i, dx, left, right, sx, plan)` runs block i (default: the module itself)."""
         nodes_d: list = [dense]
         nodes_s: list = [self.embedding(sparse.long() + self.offsets)]
         for i, p in enumerate(plans):
@@ -185,7 +191,10 @@ class _Network(nn.Module):
             dx = torch.cat([nodes_d[j] for j in p.dense_nodes], 1) if p.dense_nodes else None
             left, right = (nodes_d[j] for j in p.binary_nodes) if p.binary_nodes else (None, None)
             sx = torch.cat([nodes_s[j] for j in p.sparse_nodes], 1)
-            d, s = self._block(i)(dx, left, right, sx, p)
+            if run_block is None:
+                d, s = self._block(i)(dx, left, right, sx, p)
+            else:
+                d, s = run_block(i, dx, left, right, sx, p)
             nodes_d.append(d)
             nodes_s.append(s)
         return torch.cat([nodes_d[-1], nodes_s[-1].flatten(1).to(nodes_d[-1].dtype)], 1)
