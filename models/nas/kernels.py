@@ -1,9 +1,10 @@
 """Triton kernels for two hot ops of supernet training, with pure-torch references.
 
 - `fused_attention(q, k, v, t_valid)`: softmax(q k^T / sqrt(D)) v over [B, H, T, D] with tiny
-  heads (D = 2 in the supernet) and T <= 128 tokens. One program holds the whole T x T score tile
-  of one (batch, head) in registers (fp32), so no [B, H, T, T] tensor is ever materialised; the
-  backward recomputes the probabilities from q, k and the saved row logsumexp.
+  heads (D = 2 in the supernet) and T <= 128 tokens. One program per (batch, head): each lane owns
+  whole query rows and walks the keys in register-held chunks (fp32), so no [B, H, T, T] tensor is
+  ever materialised and every softmax sum stays in one thread; the backward (a dq kernel and a
+  dk/dv kernel) recomputes the probabilities from q, k and the saved row logsumexp.
 - `token_layer_norm(x, weight, bias, eps)`: LayerNorm over a narrow last dim (N = 16 per token),
   a block of rows per program; the backward writes per-program partial sums of dweight / dbias.
 
