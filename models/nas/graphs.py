@@ -4,15 +4,16 @@
 graph, since their shapes never change.
 
 A single-path step through the supernet launches ~700 small kernels from Python; on an H200 at
-batch 8192 the host, not the GPU, set the pace (~35-40 ms per step against ~18 ms of GPU work).
+batch 8192 the host, not the GPU, set the pace (~41 ms per step against ~18 ms of GPU work).
 With the blocks replayed as graphs a step is 7 replays forward and 7 backward plus a few dozen
-eager kernels (embedding, input copies, head, loss, clipping and Adagrad).
+eager kernels (embedding, input copies, head, loss, clipping and Adagrad): 18.3 ms per step, GPU
+bound (benchmarks/train_supernet.py has the figures).
 
 Graphs are captured lazily, the first time a block meets an op pair (at most 7 x 8 for
 nasrec-full), with `torch.cuda.make_graphed_callables` under bf16 autocast without the weight-cast
-cache (graphs replay the casts). Each holds its own static activations; memory is reported by
-`GraphedSupernet.captured()`. The full supernet's warm-up steps replay one graph per block too
-(their shapes are static already); anything in eval mode or under `torch.no_grad` runs eagerly.
+cache (graphs replay the casts). Each holds its own static activations (20.6 GiB at batch 8192
+for all 56). The full supernet's warm-up steps replay one graph per block too (their shapes are
+static already); anything in eval mode or under `torch.no_grad` runs eagerly.
 """
 
 from __future__ import annotations
@@ -25,19 +26,16 @@ import torch
 from models.nas.runtime import HOST_CUDA_LOCK
 from models.nas.space import Subnet, get_space
 from models.nas.static import Layout, StaticBlock, block_inputs, static_forward
+from pimrec.errors import PimrecError
 
 
 def graphs_wanted(setting: str, device: torch.device) -> bool:
     """`setting` is "auto" (on for CUDA), "on" or "off"."""
     if setting not in ("auto", "on", "off"):
-        from pimrec.errors import PimrecError
-
         raise PimrecError(
             f"unknown setting {setting!r}", field="graphs", expected="auto, on or off"
         )
     if setting == "on" and device.type != "cuda":
-        from pimrec.errors import PimrecError
-
         raise PimrecError("CUDA graphs need a CUDA device", field="graphs", expected="auto or off")
     return setting == "on" or (setting == "auto" and device.type == "cuda")
 
@@ -59,19 +57,28 @@ def graph_model(
     [B, n_sparse] int32 -> logits) as CUDA graphs, in place: calls in training mode with a batch
     of `batch_size` rows replay them, eval-mode calls run the module as before. The warm-up runs
     on zero inputs and leaves weights, gradients and random states alone. Returns seconds spent."""
-    t0 = time.perf_counter()
-    _quiet_stream_warning()
     device = next(model.parameters()).device
     sample = (
         torch.zeros(batch_size, n_dense, device=device),
         torch.zeros(batch_size, n_sparse, dtype=torch.int32, device=device),
     )
+    return capture(model, sample, amp=amp, warmup_iters=warmup_iters)
+
+
+def capture(
+    module: torch.nn.Module, sample: tuple[torch.Tensor, ...], *, amp: bool, warmup_iters: int
+) -> float:
+    """`torch.cuda.make_graphed_callables(module, sample)` in place, under bf16 autocast without
+    the weight-cast cache (when `amp`) and with the batch thread's pinned allocations held off
+    (HOST_CUDA_LOCK). Returns the seconds it took."""
+    t0 = time.perf_counter()
+    _quiet_stream_warning()
     with (
         HOST_CUDA_LOCK,
         torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp, cache_enabled=False),
     ):
         torch.cuda.make_graphed_callables(
-            model, sample, num_warmup_iters=warmup_iters, allow_unused_input=True
+            module, sample, num_warmup_iters=warmup_iters, allow_unused_input=True
         )
     return time.perf_counter() - t0
 
@@ -127,18 +134,9 @@ class GraphedSupernet:
         return blk(dx, left, right, sx)
 
     def _capture(self, key: tuple, blk: torch.nn.Module, *inputs: torch.Tensor) -> None:
-        t0 = time.perf_counter()
-        _quiet_stream_warning()
         sample = tuple(x.detach().clone().requires_grad_(x.requires_grad) for x in inputs)
-        with (
-            HOST_CUDA_LOCK,
-            torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False),
-        ):
-            torch.cuda.make_graphed_callables(
-                blk, sample, num_warmup_iters=self.warmup_iters, allow_unused_input=True
-            )
+        self.capture_s += capture(blk, sample, amp=self.amp, warmup_iters=self.warmup_iters)
         self._blocks[key] = blk
-        self.capture_s += time.perf_counter() - t0
 
 
 class _FullBlock(torch.nn.Module):

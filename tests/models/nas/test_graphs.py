@@ -110,3 +110,30 @@ def test_full_supernet_graph_replay_equals_eager():
         net.zero_grad(set_to_none=True)
         ref.zero_grad(set_to_none=True)
     assert graphed.captured() == 7
+
+
+def test_capture_arguments_without_a_gpu(monkeypatch):
+    """What `capture` hands torch (checked with a stand-in, so it runs anywhere): the module,
+    samples that are copies with the inputs' requires_grad, the batch thread's lock held, the
+    weight-cast cache off, and the warm-up count."""
+    from models.nas.runtime import HOST_CUDA_LOCK
+
+    seen = {}
+
+    def fake(module, sample, num_warmup_iters, allow_unused_input):
+        seen.update(module=module, sample=sample, iters=num_warmup_iters,
+                    locked=HOST_CUDA_LOCK.locked(),
+                    cache=torch.is_autocast_cache_enabled())  # fmt: skip
+        return module
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake)
+    net = Supernet("nasrec-full", TABLES, N_DENSE)
+    g = GraphedSupernet(net, amp=False, warmup_iters=2)
+    x = torch.ones(4, 3, requires_grad=True)
+    y = torch.zeros(4, 2)
+    g._capture(("k",), net.head, x, y)
+    assert seen["module"] is net.head and seen["iters"] == 2 and seen["locked"]
+    assert not seen["cache"]
+    sx, sy = seen["sample"]
+    assert sx is not x and torch.equal(sx, x) and sx.requires_grad and not sy.requires_grad
+    assert g.captured() == 1 and not HOST_CUDA_LOCK.locked()
