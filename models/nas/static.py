@@ -16,7 +16,7 @@ Equivalence with the sliced path (`Supernet.forward(..., subnet)`), to rounding:
 - The Dot-Product keeps k_max sparse tokens with those past k zeroed: the pairs of the first k + 1
   tokens are the prefix of the pairs at k_max and the others are zero. Whether an op projects its
   output (pairs != d, max(left, right) != d) is a 0/1 flag: both results are computed.
-Dead blocks are not run. The full supernet (warm-up steps) keeps the eager path.
+Dead blocks are not run. The full supernet needs none of this: its shapes are static already.
 
 The mask of block i, one float32 vector (`block_mask`):
   [dense node selection (i + 1) | sparse node selection (i + 1) | width mask (W) | token mask (T) |
