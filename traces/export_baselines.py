@@ -85,6 +85,18 @@ def synthetic_batch(
     return dense, sparse
 
 
+def input_batch(
+    data: Path | None, batch: int, table_sizes: Sequence[int], n_dense: int, index: str, seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(dense, sparse, source record): the first `batch` rows of a raw Criteo file when `data` is
+    given, else a synthetic batch drawn from `index`."""
+    if data is not None:
+        dense, sparse = criteo_batch(Path(data), batch, table_sizes, n_dense)
+        return dense, sparse, {"data": str(data), "rows": f"first {batch}"}
+    dense, sparse = synthetic_batch(batch, table_sizes, n_dense, index, seed)
+    return dense, sparse, {"data": "synthetic", "index": index}
+
+
 def export_baseline(
     model: str,
     table_sizes: Sequence[int],
@@ -107,12 +119,7 @@ def export_baseline(
 
     if batch_size < 1:
         raise PimrecError(f"must be >= 1, got {batch_size}", field="--batch")
-    if data is not None:
-        dense, sparse = criteo_batch(Path(data), batch_size, table_sizes, n_dense)
-        source = {"data": str(data), "rows": f"first {batch_size}"}
-    else:
-        dense, sparse = synthetic_batch(batch_size, table_sizes, n_dense, index, seed)
-        source = {"data": "synthetic", "index": index}
+    dense, sparse, source = input_batch(data, batch_size, table_sizes, n_dense, index, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_baseline(model, table_sizes, n_dense, embedding_dim, **(overrides or {}))

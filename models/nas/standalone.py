@@ -45,11 +45,10 @@ from models.nas.runtime import (
     rng_state,
     save_checkpoint,
 )
-from models.nas.train import RunLog, check_resume, split_info
+from models.nas.train import CHECKPOINT, RunLog, check_resume, split_info
 from pimrec.errors import PimrecError
 from pimrec.report import make_report, write_report
 
-CHECKPOINT = "checkpoint.pt"
 # Settings that may differ between a run and its resumption (they do not change the result).
 RESUMABLE_CHANGES = {"device", "graphs", "checkpoint_every", "subnet"}  # the subnet's record is compared
 

@@ -211,7 +211,7 @@ def export_subnet_file(
     from models.nas.space import load_subnet
     from traces.builder import parse_tables
     from traces.export import flop_cross_check, torch_flop_count
-    from traces.export_baselines import criteo_batch, synthetic_batch
+    from traces.export_baselines import input_batch
 
     subnet = load_subnet(subnet_path)
     if batch_size < 1:
@@ -242,12 +242,8 @@ def export_subnet_file(
         n_dense, label = parsed_dense or 13, tables
     if prepared:
         dense, sparse, source = _prepared_batch(Path(data), batch_size)
-    elif data is not None:
-        dense, sparse = criteo_batch(Path(data), batch_size, sizes, n_dense)
-        source = {"data": str(data), "rows": f"first {batch_size}"}
     else:
-        dense, sparse = synthetic_batch(batch_size, sizes, n_dense, index, seed)
-        source = {"data": "synthetic", "index": index}
+        dense, sparse, source = input_batch(data, batch_size, sizes, n_dense, index, seed)
     if net is not None:
         from models.nas.supernet import extract_subnet
 
