@@ -217,17 +217,27 @@ def predict(model: Any, split: Any, batch_size: int, device: torch.device, max_r
 
     n = len(split) if max_rows is None else min(len(split), max_rows)
     logits, labels, seen = [], [], 0
-    with torch.no_grad(), autocast(device, amp):
-        for dense, sparse, label in iter_batches(split, batch_size, shuffle=False, seed=0):
-            if seen >= n:
-                break
-            k = min(len(label), n - seen)
-            out = model(
-                torch.from_numpy(dense[:k]).to(device), torch.from_numpy(sparse[:k]).to(device)
-            )
-            logits.append(out.float().cpu().numpy().astype(np.float64))
-            labels.append(label[:k])
-            seen += k
+    # Eval mode: a model captured as CUDA graphs replays them in training mode only (a fixed batch
+    # size); the mode is restored after.
+    module = model if isinstance(model, torch.nn.Module) else None
+    training = module is not None and module.training
+    if module is not None:
+        module.eval()
+    try:
+        with torch.no_grad(), autocast(device, amp):
+            for dense, sparse, label in iter_batches(split, batch_size, shuffle=False, seed=0):
+                if seen >= n:
+                    break
+                k = min(len(label), n - seen)
+                out = model(
+                    torch.from_numpy(dense[:k]).to(device), torch.from_numpy(sparse[:k]).to(device)
+                )
+                logits.append(out.float().cpu().numpy().astype(np.float64))
+                labels.append(label[:k])
+                seen += k
+    finally:
+        if module is not None:
+            module.train(training)
     if not logits:
         raise PimrecError("the split is empty", field=split.split, expected="at least one row")
     return np.concatenate(logits), np.concatenate(labels)

@@ -137,3 +137,45 @@ def test_capture_arguments_without_a_gpu(monkeypatch):
     sx, sy = seen["sample"]
     assert sx is not x and torch.equal(sx, x) and sx.requires_grad and not sy.requires_grad
     assert g.captured() == 1 and not HOST_CUDA_LOCK.locked()
+
+
+def test_predict_runs_in_eval_mode_and_restores_the_mode(tiny_data):
+    """A graphed model replays its graphs in training mode only (fixed batch size), so predict
+    (validation batches of 4096) must call it in eval mode; the caller's mode comes back."""
+    import numpy as np
+
+    from models.data import open_split
+    from models.nas.runtime import predict
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.modes = []
+
+        def forward(self, dense, sparse):
+            self.modes.append(self.training)
+            return dense.sum(1)
+
+    split = open_split(tiny_data, "val")
+    probe = Probe().train()
+    logits, labels = predict(probe, split, 64, torch.device("cpu"), None)
+    assert probe.training and probe.modes and not any(probe.modes)
+    assert len(logits) == len(labels) == len(split)
+    np.testing.assert_allclose(logits, np.asarray(split.dense, np.float64).sum(1), rtol=1e-6)
+    probe.eval()
+    predict(probe, split, 64, torch.device("cpu"), 10)
+    assert not probe.training
+
+
+@cuda
+def test_graphed_standalone_training_with_validation(tiny, tiny_data, tmp_path):
+    """train_model with graphs on: validation (another batch size) runs eagerly."""
+    from models.nas.space import save_subnet
+    from models.nas.train import ModelConfig, train_model
+
+    s = tmp_path / "s.json"
+    save_subnet(sample_subnet("tiny", 2), s)
+    res = train_model(ModelConfig(str(tiny_data), subnet=str(s), batch_size=64, max_steps=6,
+                                  eval_every=3, graphs="on", device="cuda"),
+                      tmp_path / "m", progress=False)  # fmt: skip
+    assert 0 < res["logloss"] < 1 and res["per_seed"][0]["steps"] == 6

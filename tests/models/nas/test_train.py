@@ -76,6 +76,19 @@ def test_subnet_teacher_is_deterministic_and_feeds_prepare(tiny, tmp_path):
     np.testing.assert_array_equal(t1.logits(dense, sparse), t2.logits(dense, sparse))
     assert t1.logits(dense, sparse).shape == (20,) and t1.describe()["seed"] == 3
     assert t1.describe() != SubnetTeacher(tables, n_dense, seed=4).describe()
+    # No student shares the teacher's weights: a student trained with the teacher's seed (or any
+    # small seed) starts elsewhere, its embedding tables included.
+    from models.nas.supernet import SubnetModel
+    from models.nas.teacher import weight_seed
+
+    assert t1.describe()["weight_seed"] == weight_seed(3) >= 2**40
+    teacher_w = t1.model.state_dict()
+    for s in range(8):
+        student = SubnetModel(t1.subnet, tables, n_dense, seed=s).state_dict()
+        assert student.keys() == teacher_w.keys()
+        for name, w in teacher_w.items():
+            if w.is_floating_point() and w.numel() > 1 and w.std() > 0:
+                assert not torch.equal(student[name], w), (s, name)
     teacher = SubnetTeacher(
         [42] * 26, 13, seed=1, space="tiny"
     )  # the criteo shape capped at 40 (+2) rows
