@@ -295,6 +295,12 @@ def summarize(args: argparse.Namespace, data: Path, jobs: tuple, subnets: dict) 
     ceiling = tau_ceiling(spread, noise) if args.standalone_seeds > 1 else None
     if ceiling is not None:
         print(f"Kendall tau a perfect judge would expect against this noisy truth: {ceiling:.2f}")
+    per_seed = [load(f"standalone-{k}").get("per_seed_logloss") for k in [*BASELINES, *subnets]]
+    offsets = seed_offsets(per_seed) if per_seed and all(per_seed) else None
+    if offsets is not None and len(offsets) > 1:
+        seeds = range(args.seed, args.seed + len(offsets))
+        print("seed offsets (mean over models of seed - model mean): " +
+              ", ".join(f"seed {s} {o:+.5f}" for s, o in zip(seeds, offsets, strict=True)))  # fmt: skip
     print(f"\nBayes-optimal test log loss {bayes['test']:.5f}")
     print(f"{'model':10s} {'test logloss':>12s} {'excess':>9s} {'test AUC':>8s}")
     excess = {}
@@ -307,9 +313,20 @@ def summarize(args: argparse.Namespace, data: Path, jobs: tuple, subnets: dict) 
     return {"kendall_tau": float(tau), "kendall_p": float(tau_p), "spearman_rho": float(rho),
             "standalone_spread_std": spread,
             "standalone_mean_noise": noise if args.standalone_seeds > 1 else None,
-            "tau_ceiling": ceiling,
+            "tau_ceiling": ceiling, "seed_offsets": offsets,
             "subnets": rows, "bayes_test_logloss": bayes["test"], "baselines": excess,
             "supernet": load("supernet") | {"steps": steps}}  # fmt: skip
+
+
+def seed_offsets(per_seed: list[list[float]]) -> list[float]:
+    """Mean over models of (a seed's log loss - that model's mean over seeds), per seed position:
+    what one training seed does to every model alike. Near zero within noise when seeds are
+    exchangeable; a clear outlier flags a seed that shares something with the data (as the
+    teacher's weight seed once did, module docstring)."""
+    import numpy as np
+
+    x = np.asarray(per_seed, dtype=np.float64)  # [models, seeds]
+    return (x - x.mean(1, keepdims=True)).mean(0).tolist()
 
 
 def tau_ceiling(spread: float, noise: float) -> float:

@@ -38,3 +38,11 @@ def test_tau_ceiling_matches_simulation(judge):
         true = rng.normal(size=20)
         taus.append(kendalltau(true, true + rng.normal(size=20))[0])
     assert np.mean(taus) == pytest.approx(judge.tau_ceiling(math.sqrt(2.0), 1.0), abs=0.02)
+
+
+def test_seed_offsets_by_hand(judge):
+    """Two models, three seeds; the second seed is 0.003 better for both."""
+    per_seed = [[0.470, 0.467, 0.470], [0.480, 0.477, 0.480]]
+    # each model's mean is its first value - 0.001: offsets +0.001, -0.002, +0.001
+    assert judge.seed_offsets(per_seed) == pytest.approx([0.001, -0.002, 0.001], abs=1e-12)
+    assert judge.seed_offsets([[0.5, 0.5]]) == [0.0, 0.0]
