@@ -54,11 +54,11 @@ seed 1, nasrec-full, supernet 1 epoch (3,125 steps at batch 512, 309 of them ful
   3 supernet epochs (9,375 steps, 147 s alone on the GPU):
     --seed 1 --teacher-seed 2 --max-table-rows 1000 --standalone-seeds 4 --epochs 2 --supernet-epochs 3
   Device time ran out after the supernet, the 21 estimates and 15 of 24 standalone jobs (the
-  baselines, the teacher and s00-s10). Seed 2 beat seeds 1, 3 and 4 for nearly every model (by
-  0.004-0.011 nats; the teacher's architecture 0.4376 against ~0.470). Over seeds 1, 3 and 4
+  baselines, the teacher and s00-s10). Seed 2 was the best seed for 13 of those 15 models (by
+  up to 0.011 nats; the teacher's architecture 0.4376 against ~0.470). Over seeds 1, 3 and 4
   only, the 11 finished subnets give Kendall tau 0.527 (p = 0.026), Spearman 0.736; spread
   0.00075 against a 3-seed noise of 0.00044 (ceiling 0.60). Standalone training at batch 512 is
-  GPU-bound at ~4 ms per step even as one CUDA graph (thousands of tiny kernels): 16 worker
+  ~4 ms per step even as one CUDA graph (~600 small kernels, by a CPU count): 16 worker
   processes trained 128 steps/s together, 4 about 256, 1 about 250, so more processes do not help.
 """
 
