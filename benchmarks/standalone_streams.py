@@ -27,6 +27,7 @@ import copy
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -72,7 +73,7 @@ def run(models, batches, steps, device, *, threaded: bool) -> float:
     amp = device.type == "cuda"
 
     def train(model, opt, stream=None):
-        ctx = torch.cuda.stream(stream) if stream is not None else _null()
+        ctx = torch.cuda.stream(stream) if stream is not None else nullcontext()
         with ctx:
             for i in range(steps):
                 train_step(model, opt, batches[i % len(batches)], LR, 5.0, amp, device)
@@ -98,14 +99,6 @@ def run(models, batches, steps, device, *, threaded: bool) -> float:
                 torch.cuda.current_stream().wait_stream(s)
     sync(device)
     return time.perf_counter() - t0
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def sync(device):
