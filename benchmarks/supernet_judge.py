@@ -60,6 +60,20 @@ seed 1, nasrec-full, supernet 1 epoch (3,125 steps at batch 512, 309 of them ful
   0.00075 against a 3-seed noise of 0.00044 (ceiling 0.60). Standalone training at batch 512 is
   ~4 ms per step even as one CUDA graph (~600 small kernels, by a CPU count): 16 worker
   processes trained 128 steps/s together, 4 about 256, 1 about 250, so more processes do not help.
+  Nor do threads on separate CUDA streams in one process (measured in session 5: 1 model 0.83x,
+  2 models 1.04x of training them one after another, and not safe: the 2-model run's parameters
+  differed by 0.014 and 4 models hit an illegal instruction, graphs replayed concurrently).
+  Fifth draw, the first clean and complete one (after the fix; the fourth draw's settings with 3
+  standalone seeds; ~39 minutes of H200 time over 2 machines, 3-4 workers):
+    --seed 1 --teacher-seed 2 --max-table-rows 1000 --standalone-seeds 3 --epochs 2 --supernet-epochs 3
+  **Kendall tau 0.368 (p = 0.024), Spearman rho 0.523 over 20 random subnets** (target > 0.3).
+  Supernet 9,375 steps in 147 s; estimates 0.4595-0.4636 (10-15 s each); standalone means
+  0.4533-0.4559, spread 0.00073 against a 3-seed noise of 0.00025 (a perfect judge: 0.78); seed
+  offsets +0.00005, +0.00004, -0.00008 (no seed stands out: the leak is gone). Bayes-optimal test
+  log loss 0.37141; excess after 2 epochs from scratch: DLRM 0.08095, DeepFM 0.08108, DCNv2
+  0.07794, the teacher's own architecture 0.08284 (test AUC 0.7896, 0.7900, 0.7930, 0.7874). The
+  teacher's architecture is no better than the random subnets: at 1.6M rows the ~0.08 nats left
+  are the cost of learning the tables and weights from the data, not of the architecture.
 """
 
 from __future__ import annotations
@@ -227,8 +241,10 @@ def run_all(args: argparse.Namespace, jobs: tuple) -> None:
     done = lambda name: (results / f"{name}.json").exists()  # noqa: E731
     # The supernet runs alone first: at batch 512 its step is host-bound, and sharing the GPU
     # with a dozen standalone trainings slowed it ~8x (5.3k vs 42k samples/s on the H200).
+    # The estimates come next: they need the supernet's checkpoint, which a run continued on
+    # another machine (only the result JSONs carried over) no longer has.
     pending = [j for j in [supernet] if not done(j[0])]
-    later = [j for j in [*standalone, *estimates] if not done(j[0])]
+    later = [j for j in [*estimates, *standalone] if not done(j[0])]
     if not pending:
         pending, later = later, []
     total, finished, t0 = len(pending) + len(later), 0, time.perf_counter()
