@@ -346,6 +346,8 @@ def static_forward(
     flat = torch.from_numpy(np.concatenate(masks))
     if dense.is_cuda:
         flat = flat.pin_memory().to(dense.device, non_blocking=True)
+    else:  # the CPU (no copy), or the meta device (benchmarks/step_roofline.py)
+        flat = flat.to(dense.device)
     views, at = [], 0
     for mk in masks:
         views.append(flat[at : at + len(mk)])
