@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     floor = k_step * args.kernel_floor_us / 1e3
     print(f"kernels x {args.kernel_floor_us:g} us = {floor:.2f} ms; bound {t_step:.2f} ms per "
           f"step = {bs / (t_step / 1e3):,.0f} samples/s at best (target 1M: 8.19 ms)")  # fmt: skip
-    print(f"\n{'phase':10s} {'aten op':22s} {'first output shape':24s} {'calls':>6s} "
+    print(f"\n{'phase':10s} {'aten op':22s} {'last output shape':24s} {'calls':>6s} "
           f"{'GB/step':>8s}")  # fmt: skip
     top = sorted(counter.shapes.items(), key=lambda kv: -kv[1][0])[: args.top]
     for (phase, name, shape), (b, calls) in top:

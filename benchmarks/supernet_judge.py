@@ -60,7 +60,7 @@ seed 1, nasrec-full, supernet 1 epoch (3,125 steps at batch 512, 309 of them ful
   0.00075 against a 3-seed noise of 0.00044 (ceiling 0.60). Standalone training at batch 512 is
   ~4 ms per step even as one CUDA graph (~600 small kernels, by a CPU count): 16 worker
   processes trained 128 steps/s together, 4 about 256, 1 about 250, so more processes do not help.
-  Nor do threads on separate CUDA streams in one process (measured in session 5: 1 model 0.83x,
+  Nor do threads on separate CUDA streams in one process (H200: 1 model 0.83x,
   2 models 1.04x of training them one after another, and not safe: the 2-model run's parameters
   differed by 0.014 and 4 models hit an illegal instruction, graphs replayed concurrently).
   Fifth draw, the first clean and complete one (after the fix; the fourth draw's settings with 3
