@@ -23,9 +23,10 @@ autocast, data from the shards):
   standalone steps 5.2-5.9 ms vs 26-32 ms eager. At this batch the step is host-bound, even graphed.
   Target 1M samples/s at batch 8192: not met, and not reachable at these static shapes: their
   traffic alone bounds a step at >= 9.07 ms, 903k samples/s (benchmarks/step_roofline.py).
-  The profile of a graphed step (gprof-style torch.profiler, 10 steps) shows ~16.9 ms of GPU work: ~14 ms inside the block graphs (the masked
-  elementwise work at maximum widths dominates; attention ~1.5 ms with the fused kernels) and
-  ~2.5 ms of eager Adagrad, clipping and dense embedding gradients.
+  The profile of a graphed step (gprof-style torch.profiler, 10 steps) shows ~16.9 ms of GPU
+  work: ~14 ms inside the block graphs (the masked elementwise work at maximum widths dominates;
+  attention ~1.5 ms with the fused kernels) and ~2.5 ms of eager Adagrad, clipping and dense
+  embedding gradients.
   Before the graphs (earlier in the session): the GPU side alone was ~17.8 ms per step and the host
   needed ~41 ms to issue ~700 launches; bmm + softmax of the 2-wide attention heads were ~47 % of
   the GPU time (now Triton kernels, benchmarks/attention_kernels.py).
