@@ -1,7 +1,9 @@
-"""Shared fixtures: the CLI runner and the location of the real data samples."""
+"""Shared fixtures: the CLI runner, the location of the real data samples, and a loader for
+the scripts in benchmarks/ (not a package)."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,3 +43,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data samples not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def benchmark():
+    """`benchmark("name")`: benchmarks/name.py imported as a module."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

@@ -3,23 +3,16 @@ simulation."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
-ROOT = Path(__file__).resolve().parents[3]
-
 
 @pytest.fixture(scope="module")
-def judge():
-    spec = importlib.util.spec_from_file_location("judge", ROOT / "benchmarks/supernet_judge.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def judge(benchmark):
+    return benchmark("supernet_judge")
 
 
 def test_tau_ceiling_by_hand(judge):

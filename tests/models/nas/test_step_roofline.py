@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
+import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
+
+@pytest.fixture(scope="module")
+def r(benchmark):
+    return benchmark("step_roofline")
 
 
-def load():
-    spec = importlib.util.spec_from_file_location("step_roofline",
-                                                  ROOT / "benchmarks" / "step_roofline.py")  # fmt: skip
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_matmul_flops_by_hand():
-    r = load()
+def test_matmul_flops_by_hand(r):
     a, b = torch.empty(8, 32, device="meta"), torch.empty(32, 16, device="meta")
     out = torch.empty(8, 16, device="meta")
     assert r.matmul_flops("mm", (a, b), out) == 2 * 8 * 32 * 16  # 8192
@@ -30,8 +22,7 @@ def test_matmul_flops_by_hand():
     assert r.matmul_flops("add", (a, a), a) == 0
 
 
-def test_counter_bytes_kernels_and_free_views():
-    r = load()
+def test_counter_bytes_kernels_and_free_views(r):
     x = torch.empty(1024, 256, dtype=torch.bfloat16, device="meta")
     c = r.OpCounter()
     with c:
@@ -45,8 +36,7 @@ def test_counter_bytes_kernels_and_free_views():
     assert nbytes == 2 * (1024 * 256 * 2) + 256 * 256 * 2
 
 
-def test_fused_region_is_one_kernel_each_way():
-    r = load()
+def test_fused_region_is_one_kernel_each_way(r):
     c = r.OpCounter()
     a = torch.empty(64, 16, device="meta", requires_grad=True)
     with c:
@@ -59,10 +49,9 @@ def test_fused_region_is_one_kernel_each_way():
     assert ("forward", "mul") not in c.rows  # the region's own ops are not counted again
 
 
-def test_static_path_bound_exceeds_the_sliced_one(capsys):
+def test_static_path_bound_exceeds_the_sliced_one(r, capsys):
     """The whole benchmark on a small batch: the static path (maximum shapes) moves more bytes
     than the sliced one for the same subnets, and the patched kernels are restored."""
-    r = load()
     from models.nas import kernels, ops, static
 
     before = (kernels.fused_attention, ops.attend, kernels.token_layer_norm, static._masked_ln)
