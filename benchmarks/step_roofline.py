@@ -23,11 +23,13 @@ eagerly here (on CUDA it is compiled: fewer kernels, less traffic), so its lines
     .venv/bin/python benchmarks/step_roofline.py --paths 16 [--path sliced] [--top 25]
 Measured 2026-11-26 (nasrec-full, batch 8192, bf16, Criteo tables capped at 0.5M rows, 16 paths;
 each run takes seconds on the CPU):
-  static path (CUDA's): 43.5 GB per step (forward 16.4, backward 25.3, Adagrad 1.9) and 724
-  GFLOP: at least 9.07 ms per step, 903k samples/s at most. The H200 measured ~16.8 ms of GPU work,
-  so kernels reach ~55 % of this bound. Even perfect kernels on this design fall short of 1M.
-  Largest items: backward mm (7.0 GB), backward add (5.5 GB, gradients of max-width nodes summed
-  over the blocks that read them), forward cat (2.7 GB, every block's input is all earlier nodes).
+  static path (CUDA's): 41.6 GB per step (forward 16.4, backward 23.3, Adagrad 1.9) and 720
+  GFLOP: at least 8.66 ms per step, 946k samples/s at most (before the nodes a block does not read
+  came detached, 43.5 GB and 9.07 ms: autograd summed their zero gradients). The H200 measured
+  ~16.8 ms of GPU work, so kernels reach ~52 % of this bound. Even perfect kernels on this design
+  fall short of 1M. Largest items: backward mm (6.9 GB), backward add (4.0 GB: node gradients
+  summed over the blocks that read them, residuals), forward cat (2.7 GB, every block's input is
+  all earlier nodes), forward clone (2.4 GB, mostly the token projection's transposed copies).
   sliced path (each op at its chosen widths, attention fused as on the static path): 9.9 GB and
   86 GFLOP, at least 2.06 ms per step (3.97M samples/s), 4.4x less traffic, but ~1,370 kernels
   (the optimizer's per-tensor ops included: CUDA's foreach kernels batch those). So the 1M target

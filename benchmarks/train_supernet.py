@@ -22,7 +22,15 @@ autocast, data from the shards):
   batch 512: sampled paths 42k samples/s graphed (12.1 ms) vs 14k eager (35.8 ms); graphed
   standalone steps 5.2-5.9 ms vs 26-32 ms eager. At this batch the step is host-bound, even graphed.
   Target 1M samples/s at batch 8192: not met, and not reachable at these static shapes: their
-  traffic alone bounds a step at >= 9.07 ms, 903k samples/s (benchmarks/step_roofline.py).
+  traffic alone bounds a step at >= 8.66 ms, 946k samples/s (benchmarks/step_roofline.py).
+  With the unread nodes detached (their zero gradients no longer summed: 41.6 GB of traffic per
+  step instead of 43.5), two later runs measured 17.97 and 18.74 ms per graphed step: no change
+  beyond run-to-run noise.
+  Host time: at batch 512 a graphed step is host-bound at ~11.7 ms. A one-graph clipping + Adagrad
+  update over all parameters (persistent gradient buffers) was tried and removed: sampled paths
+  at batch 512 10.4 -> 9.0 ms and 15.1 -> 10.8 ms (two rounds), but at batch 8192 18.0 -> 20.7 ms
+  (it reads and writes every weight; a sampled path reaches a fraction of them), and graphed
+  standalone steps no faster (DLRM 4.66 -> 5.22 ms at 8192, a subnet 5.70 -> 6.32 ms at 512).
   The profile of a graphed step (gprof-style torch.profiler, 10 steps) shows ~16.9 ms of GPU
   work: ~14 ms inside the block graphs (the masked elementwise work at maximum widths dominates;
   attention ~1.5 ms with the fused kernels) and ~2.5 ms of eager Adagrad, clipping and dense

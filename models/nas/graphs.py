@@ -9,9 +9,9 @@ With the blocks replayed as graphs a step is 7 replays forward and 7 backward pl
 eager kernels (embedding, input copies, head, loss, clipping and Adagrad): 18.3 ms per step, GPU
 bound (benchmarks/train_supernet.py has the figures).
 
-Graphs are captured lazily, the first time a block meets an op pair (at most 7 x 8 for
-nasrec-full), with `torch.cuda.make_graphed_callables` under bf16 autocast without the weight-cast
-cache (graphs replay the casts). Each holds its own static activations (20.6 GiB at batch 8192
+Graphs are captured lazily, the first time a block meets an op pair at a batch size (at most
+7 x 8 per batch size for nasrec-full), with `torch.cuda.make_graphed_callables` under bf16
+autocast without the weight-cast cache (graphs replay the casts). Each holds its own static activations (20.6 GiB at batch 8192
 for all 56). The full supernet's warm-up steps replay one graph per block too (their shapes are
 static already); anything in eval mode or under `torch.no_grad` runs eagerly.
 """
@@ -112,29 +112,37 @@ class GraphedSupernet:
         self, i: int, ops: tuple[str, str], mask: torch.Tensor, subnet: Subnet, nodes_d: list,
         nodes_s: list,
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        key = (i, *ops)
+        key = (i, *ops, nodes_d[0].shape[0])
         blk = self._blocks.get(key)
         fresh = blk is None
         if fresh:
             blk = StaticBlock(self.net.blocks[i], i, ops[0], ops[1], self.layout)
         inputs = block_inputs(blk, subnet, nodes_d, nodes_s)
         if fresh:
-            self._capture(key, blk, mask, *inputs)
+            self._capture(key, blk, mask, *inputs, every_grad=True)
         return blk(mask, *inputs)
 
     def _run_full(
         self, i: int, dx: torch.Tensor, left: torch.Tensor, right: torch.Tensor, sx: torch.Tensor,
         plan: object,
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        key = ("full", i)
+        key = ("full", i, dx.shape[0])
         blk = self._blocks.get(key)
         if blk is None:
             blk = _FullBlock(self.net.blocks[i], plan)
             self._capture(key, blk, dx, left, right, sx)
         return blk(dx, left, right, sx)
 
-    def _capture(self, key: tuple, blk: torch.nn.Module, *inputs: torch.Tensor) -> None:
-        sample = tuple(x.detach().clone().requires_grad_(x.requires_grad) for x in inputs)
+    def _capture(
+        self, key: tuple, blk: torch.nn.Module, *inputs: torch.Tensor, every_grad: bool = False
+    ) -> None:
+        """`every_grad`: every input after the first (the mask) is captured as requiring grad. A
+        node the subnet does not read comes detached (static.block_inputs) so that autograd does
+        not sum its zero gradient, but another subnet's replay of the graph may read it."""
+        sample = tuple(
+            x.detach().clone().requires_grad_(x.requires_grad or (every_grad and k > 0))
+            for k, x in enumerate(inputs)
+        )
         self.capture_s += capture(blk, sample, amp=self.amp, warmup_iters=self.warmup_iters)
         self._blocks[key] = blk
 

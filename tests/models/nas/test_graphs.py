@@ -137,6 +137,23 @@ def test_capture_arguments_without_a_gpu(monkeypatch):
     sx, sy = seen["sample"]
     assert sx is not x and torch.equal(sx, x) and sx.requires_grad and not sy.requires_grad
     assert g.captured() == 1 and not HOST_CUDA_LOCK.locked()
+    # a block's capture: every input after the mask requires grad (detached nodes included)
+    mask = torch.ones(3)
+    g._capture(("b",), net.head, mask, x, y, every_grad=True)
+    sm, sx, sy = seen["sample"]
+    assert not sm.requires_grad and sx.requires_grad and sy.requires_grad
+
+
+def test_block_graphs_are_keyed_by_batch_size(monkeypatch):
+    """A graph replays one batch size: another size is another capture, not a failed copy into
+    the first one's static inputs (checked with a stand-in capture, so it runs anywhere)."""
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample, **kw: module)
+    net = Supernet("nasrec-full", TABLES, N_DENSE).train()
+    g = GraphedSupernet(net, amp=False)
+    sub = sample_subnet("nasrec-full", 3)
+    for rows in (4, 4, 6):
+        static_forward(net, *tiny_batch(rows, 0), sub, run_block=g._run_block)
+    assert g.captured() == 2 * len(sub.live_blocks())
 
 
 def test_predict_runs_in_eval_mode_and_restores_the_mode(tiny_data):

@@ -97,6 +97,25 @@ def test_block_mask_by_hand(spaces):
     np.testing.assert_array_equal(m[32:], [0, 0, 0, 1])
 
 
+def test_unread_nodes_come_detached(spaces):
+    """block_inputs hands a block the nodes its subnet reads as they are and the others detached
+    (their gradient is exactly zero: autograd then skips adding it)."""
+    from models.nas.space import subnet_from_dict
+    from models.nas.static import StaticBlock, block_inputs
+
+    net = Supernet("tiny", TABLES, N_DENSE)
+    lay = Layout.of(TINY, N_DENSE, len(TABLES))
+    d = sample_subnet("tiny", 0).to_dict()
+    d["blocks"][2].update(dense_op="fc", sparse_op="efc", dense_inputs=[0, 2], sparse_inputs=[1])
+    sub = subnet_from_dict(d)
+    nodes_d = [torch.ones(2, 3 if j == 0 else 16, requires_grad=True) for j in range(3)]
+    nodes_s = [torch.ones(2, 3, 16, requires_grad=True) for _ in range(3)]
+    blk = StaticBlock(net.blocks[2], 2, "fc", "efc", lay)
+    got = block_inputs(blk, sub, nodes_d, nodes_s)
+    assert [x.requires_grad for x in got] == [True, False, True, False, True, False]
+    assert got[0] is nodes_d[0] and got[4] is nodes_s[1]
+
+
 def test_masked_layer_norm_by_hand():
     y = torch.tensor([[1.0, 3.0, 100.0]])
     ln = torch.nn.LayerNorm(3)
