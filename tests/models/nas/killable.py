@@ -18,7 +18,9 @@ from pathlib import Path
 
 
 def _block(flag: str) -> None:
-    Path(flag).write_text(str(os.getpid()))
+    tmp = Path(flag + ".tmp")  # written, then renamed: the test never reads a half-written flag
+    tmp.write_text(str(os.getpid()))
+    tmp.replace(flag)
     while True:  # the test kills the process here
         time.sleep(1)
 
