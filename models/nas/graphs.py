@@ -11,9 +11,10 @@ bound (benchmarks/train_supernet.py has the figures).
 
 Graphs are captured lazily, the first time a block meets an op pair at a batch size (at most
 7 x 8 per batch size for nasrec-full), with `torch.cuda.make_graphed_callables` under bf16
-autocast without the weight-cast cache (graphs replay the casts). Each holds its own static activations (20.6 GiB at batch 8192
-for all 56). The full supernet's warm-up steps replay one graph per block too (their shapes are
-static already); anything in eval mode or under `torch.no_grad` runs eagerly.
+autocast without the weight-cast cache (graphs replay the casts). Each holds its own static
+activations (20.6 GiB at batch 8192 for all 56). The full supernet's warm-up steps replay one
+graph per block too (their shapes are static already); anything in eval mode or under
+`torch.no_grad` runs eagerly.
 """
 
 from __future__ import annotations

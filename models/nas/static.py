@@ -320,7 +320,7 @@ def block_inputs(
 ) -> list[torch.Tensor]:
     """The positional inputs (after the mask) of `block` for `subnet`. The nodes the subnet does
     not read come detached: their gradient is exactly zero, and autograd then does not add it
-    into the node's gradient (on the CUDA path that addition was ~5 GB of a step's traffic)."""
+    into the node's gradient (~2 GB of a step's traffic at batch 8192, step_roofline)."""
     i, b = block.i, subnet.blocks[block.i]
     if block.binary:
         a, c = b.dense_inputs
