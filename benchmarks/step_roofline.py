@@ -23,8 +23,8 @@ eagerly here (on CUDA it is compiled: fewer kernels, less traffic), so its lines
     .venv/bin/python benchmarks/step_roofline.py --paths 16 [--path sliced] [--top 25]
 Measured 2026-11-26 (nasrec-full, batch 8192, bf16, Criteo tables capped at 0.5M rows, 16 paths;
 each run takes seconds on the CPU):
-  static path (CUDA's): 41.6 GB per step (forward 16.4, backward 23.3, Adagrad 1.9) and 720
-  GFLOP: at least 8.66 ms per step, 946k samples/s at most (before the nodes a block does not read
+  static path (CUDA's until session 7): 41.6 GB per step (forward 16.4, backward 23.3, Adagrad
+  1.9) and 720 GFLOP: at least 8.66 ms per step, 946k samples/s at most (before the nodes a block does not read
   came detached, 43.5 GB and 9.07 ms: autograd summed their zero gradients). The H200 measured
   ~16.8 ms of GPU work, so kernels reach ~52 % of this bound. Even perfect kernels on this design
   fall short of 1M. Largest items: backward mm (6.9 GB), backward add (4.0 GB: node gradients
@@ -34,6 +34,11 @@ each run takes seconds on the CPU):
   86 GFLOP, at least 2.06 ms per step (3.97M samples/s), 4.4x less traffic, but ~1,370 kernels
   (the optimizer's per-tensor ops included: CUDA's foreach kernels batch those). So the 1M target
   needs the shapes to shrink, e.g. graphs captured per width and token bucket, not more fusion.
+  capped path (CUDA's since session 7: outputs at the blocks' size classes, inputs at maximum
+  sizes): 32.3 GB and 360 GFLOP per step, at least 6.72 ms (1.22M samples/s); the H200 measured
+  15.5 ms (~43 % of the bound). What is left at maximum sizes is the input side: every block
+  concatenates all earlier nodes (cat 2.7 GB), the token projection's transposed copies (clone
+  2.3 GB), input gradients (backward mm 5.5 GB) and their sums over the readers (add 3.2 GB).
 """
 
 from __future__ import annotations
@@ -168,8 +173,8 @@ def count_step(net, opt, batch, subnet, counter: OpCounter, path: str) -> None:
     dense, sparse, label = batch
     opt.zero_grad(set_to_none=True)
     counter.phase = "forward"
-    if path == "static":
-        logits = static_forward(net, dense, sparse, subnet)
+    if path in ("static", "capped"):
+        logits = static_forward(net, dense, sparse, subnet, capped=path == "capped")
     else:
         logits = net(dense, sparse, subnet)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), label)
@@ -186,10 +191,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8192)
     p.add_argument(
         "--path",
-        choices=("static", "sliced"),
-        default="static",
-        help="static: the CUDA path (maximum shapes, choices as masks); sliced: every "
-        "op at its chosen widths (what shape-bucketed graphs could approach)",
+        choices=("capped", "static", "sliced"),
+        default="capped",
+        help="capped: the CUDA path (inputs at maximum shapes, outputs at the blocks' size "
+        "classes, choices as masks); static: every block at maximum shapes; sliced: every op "
+        "at its chosen widths",
     )
     p.add_argument("--paths", type=int, default=8, help="sampled subnets averaged over")
     p.add_argument("--seed", type=int, default=0)

@@ -9,9 +9,17 @@ Measures, on one device:
   4. per sampled path: step time through the supernet / step time of the extracted standalone
      subnet (same weights, same on-device batch, own Adagrad), in the same process: both eager,
      and on CUDA both as CUDA graphs (models/nas/graphs.py).
+The graphed row is steady state: a warm-up pass over --steps sampled subnets captures their
+block graphs, then the timed pass replays the same subnets (no capture inside the timing).
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Measured 2026-11-26, session 7 (same settings; --command-steps 0 --full-steps 0 --paths 2):
+  blocks at their size classes (models/nas/static.py block_caps): 528k samples/s (15.51 ms per
+  step), 196 block graphs for the 50 subnets, captured in 30.2 s, peak GPU memory 62.9 GiB;
+  every block at maximum sizes (--uncapped), the next run on the same machine: 367k (22.32 ms),
+  55 graphs, 20.0 GiB. Size classes: 1.44x. (Eager sampled paths 164k and 187k in the two runs.)
+  Target 1M: still not met.
 Measured 2026-11-26 (nasrec-full, Criteo-shaped tables capped at 0.5M rows, H200, torch 2.11, bf16
 autocast, data from the shards):
   batch 8192: sampled single paths 448k samples/s through the per-block CUDA graphs (18.3 ms per
@@ -126,10 +134,9 @@ def main() -> None:
         "--no-graphs", dest="graphs", action="store_false", help="skip the CUDA-graph rows"
     )
     ap.add_argument(
-        "--graph-warmup",
-        type=int,
-        default=60,
-        help="sampled steps run (and excluded) before timing the graphed path",
+        "--uncapped",
+        action="store_true",
+        help="graphed blocks at maximum sizes (default: at their size classes)",
     )
     args = ap.parse_args()
 
@@ -195,21 +202,26 @@ def main() -> None:
     if device.type == "cuda" and args.graphs:
         from models.nas.graphs import GraphedSupernet
 
-        graphed = GraphedSupernet(net, amp=amp)
+        graphed = GraphedSupernet(net, amp=amp, capped=not args.uncapped)
+        # Steady state: the timed steps replay the subnets of the warm-up pass, so no step
+        # captures a graph (each subnet's blocks were captured when it first ran).
+        subnets = [sample_subnet(net.space, rng) for _ in range(args.steps)]
+        turn = iter(range(10**9))
 
         def graphed_step():
-            train_step(graphed, opt, next(stream), 0.01, 5.0, amp, device,
-                       subnet=sample_subnet(net.space, rng))  # fmt: skip
+            sub = subnets[next(turn) % len(subnets)]
+            train_step(graphed, opt, next(stream), 0.01, 5.0, amp, device, subnet=sub)
 
         t = time.perf_counter()
-        time_steps(graphed_step, args.graph_warmup, device, warm=0)  # captures most op pairs
+        time_steps(graphed_step, args.steps, device, warm=0)
         warm_s = time.perf_counter() - t
         s = time_steps(graphed_step, args.steps, device, warm=0)
-        rows.append(("supernet, sampled single paths, CUDA graphs, data from shards", bs / s,
-                     s * 1e3))  # fmt: skip
+        kind = "maximum sizes" if args.uncapped else "size classes"
+        rows.append((f"supernet, sampled single paths, CUDA graphs ({kind}), data from shards",
+                     bs / s, s * 1e3))  # fmt: skip
         notes.append(f"CUDA graphs: {graphed.captured()} block graphs captured in "
-                     f"{graphed.capture_s:.1f} s ({args.graph_warmup} warm-up steps took "
-                     f"{warm_s:.1f} s); peak GPU memory "
+                     f"{graphed.capture_s:.1f} s (the warm-up pass over the {args.steps} subnets "
+                     f"took {warm_s:.1f} s); peak GPU memory "
                      f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")  # fmt: skip
     if args.full_steps:
         s = time_steps(full_step, args.full_steps, device, warm=1)

@@ -1,32 +1,38 @@
 """CUDA-graph training. Sampled subnets of the supernet: one captured forward + backward graph per
-(block, dense op, sparse op), replayed with the subnet's choices passed as data
+(block, dense op, sparse op, size classes), replayed with the subnet's choices passed as data
 (models/nas/static.py). Standalone models (`graph_model`): the whole forward + backward as one
 graph, since their shapes never change.
 
 A single-path step through the supernet launches ~700 small kernels from Python; on an H200 at
 batch 8192 the host, not the GPU, set the pace (~41 ms per step against ~18 ms of GPU work).
 With the blocks replayed as graphs a step is 7 replays forward and 7 backward plus a few dozen
-eager kernels (embedding, input copies, head, loss, clipping and Adagrad): 18.3 ms per step, GPU
-bound (benchmarks/train_supernet.py has the figures).
+eager kernels (embedding, input copies, head, loss, clipping and Adagrad), GPU bound
+(benchmarks/train_supernet.py has the figures: 15.5 ms per step with size classes, 22.3 ms with
+every block at maximum sizes, in the same run).
 
-Graphs are captured lazily, the first time a block meets an op pair at a batch size (at most
-7 x 8 per batch size for nasrec-full), with `torch.cuda.make_graphed_callables` under bf16
-autocast without the weight-cast cache (graphs replay the casts). Each holds its own static
-activations (20.6 GiB at batch 8192 for all 56). The full supernet's warm-up steps replay one
-graph per block too (their shapes are static already); anything in eval mode or under
-`torch.no_grad` runs eagerly.
+A block reads its inputs at the layout's maximum sizes and computes its outputs at the size
+classes of its width and token count (`static.block_caps`: widths 128, 512 or 1024 and 32 or 64
+tokens for nasrec-full), then pads them (`capped=False`: every block at maximum sizes).
+Graphs are captured lazily, the first time a block meets an op pair and size classes at a batch
+size (at most 7 x 8 x 6 per batch size for nasrec-full), with `torch.cuda.make_graphed_callables`
+under bf16 autocast without the weight-cast cache (graphs replay the casts). Each holds its own
+static inputs, activations and input gradients: ~0.32 GiB per graph at batch 8192 (196 graphs
+took 62.9 GiB), so a block whose graph would not fit in the free GPU memory runs eagerly
+(`_room_for_graph`). The full supernet's warm-up steps replay one graph per block too (their
+shapes are static already); anything in eval mode or under `torch.no_grad` runs eagerly.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import torch
 
 from models.nas.runtime import HOST_CUDA_LOCK
 from models.nas.space import Subnet, get_space
-from models.nas.static import Layout, StaticBlock, block_inputs, static_forward
+from models.nas.static import Layout, StaticBlock, block_caps, block_inputs, static_forward
 from pimrec.errors import PimrecError
 
 
@@ -88,11 +94,16 @@ class GraphedSupernet:
     """Callable like the supernet (`(dense, sparse, subnet=None) -> logits`), replaying per-block
     CUDA graphs for sampled subnets in training. Holds the supernet; owns no weights."""
 
-    def __init__(self, net: torch.nn.Module, *, amp: bool = True, warmup_iters: int = 3) -> None:
-        self.net, self.amp, self.warmup_iters = net, amp, warmup_iters
-        self.layout = Layout.of(get_space(net.space.name), net.n_dense, len(net.table_sizes))
+    def __init__(
+        self, net: torch.nn.Module, *, amp: bool = True, warmup_iters: int = 3, capped: bool = True
+    ) -> None:
+        self.net, self.amp, self.warmup_iters, self.capped = net, amp, warmup_iters, capped
+        self.space = get_space(net.space.name)
+        self.layout = Layout.of(self.space, net.n_dense, len(net.table_sizes))
         self._blocks: dict[tuple, torch.nn.Module] = {}
         self.capture_s = 0.0
+        self.graph_bytes = 0  # the most GPU memory one block capture has taken
+        self.eager_blocks = 0  # block runs left eager for want of GPU memory
 
     def __call__(
         self, dense: torch.Tensor, sparse: torch.Tensor, subnet: Subnet | None = None
@@ -113,15 +124,38 @@ class GraphedSupernet:
         self, i: int, ops: tuple[str, str], mask: torch.Tensor, subnet: Subnet, nodes_d: list,
         nodes_s: list,
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        key = (i, *ops, nodes_d[0].shape[0])
+        b = subnet.blocks[i]
+        caps = block_caps(self.space, b.dense_width, b.sparse_tokens) if self.capped else None
+        key = (i, *ops, caps, nodes_d[0].shape[0])
         blk = self._blocks.get(key)
         fresh = blk is None
         if fresh:
-            blk = StaticBlock(self.net.blocks[i], i, ops[0], ops[1], self.layout)
+            blk = StaticBlock(self.net.blocks[i], i, ops[0], ops[1], self.layout, caps)
         inputs = block_inputs(blk, subnet, nodes_d, nodes_s)
         if fresh:
+            if not self._room_for_graph(mask.device):
+                self.eager_blocks += 1  # the same function, run eagerly (not kept)
+                return blk(mask, *inputs)
             self._capture(key, blk, mask, *inputs, every_grad=True)
         return blk(mask, *inputs)
+
+    def _room_for_graph(self, device: torch.device) -> bool:
+        """Whether another block graph fits in GPU memory: free memory of at least twice the
+        largest capture so far plus 2 GiB (each graph keeps its static tensors for good; with
+        size classes nasrec-full has up to 7 x 8 x 6 graphs per batch size, ~100 GiB at batch
+        8192). Without room the block runs eagerly, with a warning the first time."""
+        if device.type != "cuda":
+            return True
+        free, _ = torch.cuda.mem_get_info(device)
+        if free >= 2 * self.graph_bytes + 2**31:
+            return True
+        if not self.eager_blocks:
+            warnings.warn(
+                f"GPU memory: {len(self._blocks)} block graphs captured, {free / 2**30:.1f} "
+                "GiB free; block shapes not captured yet run eagerly (slower, same result)",
+                stacklevel=4,
+            )
+        return False
 
     def _run_full(
         self, i: int, dx: torch.Tensor, left: torch.Tensor, right: torch.Tensor, sx: torch.Tensor,
@@ -144,7 +178,12 @@ class GraphedSupernet:
             x.detach().clone().requires_grad_(x.requires_grad or (every_grad and k > 0))
             for k, x in enumerate(inputs)
         )
+        cuda = sample[0].is_cuda
+        before = torch.cuda.memory_reserved(sample[0].device) if cuda else 0
         self.capture_s += capture(blk, sample, amp=self.amp, warmup_iters=self.warmup_iters)
+        if cuda:
+            grown = torch.cuda.memory_reserved(sample[0].device) - before
+            self.graph_bytes = max(self.graph_bytes, grown)
         self._blocks[key] = blk
 
 

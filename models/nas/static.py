@@ -73,6 +73,32 @@ class Layout:
         return cls(n_dense, n_sparse, space.max_width, space.max_tokens, space.n_blocks)
 
 
+# Size classes of the graphed blocks: a block computes its outputs at the class of its width and
+# token count (the smallest class >= the choice), not at the maximum, and pads them to the layout.
+# Classes are the smallest choices >= these fractions of the maximum (nasrec-full: widths 128, 512,
+# 1024; tokens 32, 64). Three width classes take ~44 % of the maximum width on average, against
+# ~34 % for every width its own class, with one graph per class and op pair (memory, capture time).
+WIDTH_CLASS_FRACTIONS = (1 / 8, 1 / 2, 1.0)
+TOKEN_CLASS_FRACTIONS = (1 / 2, 1.0)
+
+
+def size_classes(choices: tuple[int, ...], fractions: tuple[float, ...]) -> tuple[int, ...]:
+    """The smallest choice >= f * max(choices) for each fraction f, without repeats."""
+    top = max(choices)
+    return tuple(sorted({min(c for c in choices if c >= f * top) for f in fractions}))
+
+
+def class_of(value: int, classes: tuple[int, ...]) -> int:
+    """The smallest class >= value."""
+    return min(c for c in classes if c >= value)
+
+
+def block_caps(space: SearchSpace, width: int, tokens: int) -> tuple[int, int]:
+    """(width cap, token cap) a block with these choices computes at (its size classes)."""
+    w = class_of(width, size_classes(space.dense_widths, WIDTH_CLASS_FRACTIONS))
+    return w, class_of(tokens, size_classes(space.sparse_tokens, TOKEN_CLASS_FRACTIONS))
+
+
 def block_mask(subnet: Subnet, i: int, layout: Layout, widths: list[int]) -> np.ndarray:
     """Block i's packed mask (module docstring); `widths[j]` is node j's dense width."""
     b = subnet.blocks[i]
@@ -135,17 +161,20 @@ def masked_layer_norm(
     y: torch.Tensor, ln: nn.LayerNorm | None, mask: torch.Tensor, eps: float = 1e-5
 ) -> torch.Tensor:
     """LayerNorm over the features where `mask` is 1 (with the first affine weights), zero
-    elsewhere: equals F.layer_norm(y[..., :d], (d,), w[:d], b[:d]) padded with zeros."""
+    elsewhere: equals F.layer_norm(y[..., :d], (d,), w[:d], b[:d]) padded with zeros. `y` and
+    `mask` may be narrower than `ln` (a capped block): its first affine weights are used."""
     if ln is None:
         return wide(y) * mask
+    size = mask.shape[-1]
+    w, b = ln.weight[:size], ln.bias[:size]
     if y.is_cuda and MASKED_LN["impl"] == "auto":
         try:
             if "mln" not in _COMPILED:
                 _COMPILED["mln"] = torch.compile(_masked_ln, dynamic=False)
-            return _COMPILED["mln"](y, ln.weight, ln.bias, mask, eps)
+            return _COMPILED["mln"](y, w, b, mask, eps)
         except Exception:  # noqa: BLE001 - no compiler toolchain: the plain version
             MASKED_LN["impl"] = "eager"
-    return _masked_ln(y, ln.weight, ln.bias, mask, eps)
+    return _masked_ln(y, w, b, mask, eps)
 
 
 def token_norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
@@ -167,7 +196,9 @@ def owners(first: int, rest: int, n: int) -> torch.Tensor:
 
 
 class StaticBlock(nn.Module):
-    """Block i of a supernet with one dense and one sparse op, at static maximum shapes.
+    """Block i of a supernet with one dense and one sparse op, at static shapes: its inputs at the
+    layout's maximum sizes, its outputs computed at `caps` = (width cap, token cap) (default: the
+    maximum; `block_caps` gives a subnet block's size classes) and zero-padded to the layout.
 
     forward(mask, *inputs): inputs are the i + 1 dense nodes (unary dense op) or the (left, right)
     pair zero-padded to `layout.left_width(i)` (binary op), then the i + 1 sparse nodes. Returns
@@ -177,9 +208,14 @@ class StaticBlock(nn.Module):
     batch of inputs): their products and their gradients are then exactly zero.
     """
 
-    def __init__(self, block: nn.Module, i: int, dense_op: str, sparse_op: str, layout: Layout):
+    def __init__(
+        self, block: nn.Module, i: int, dense_op: str, sparse_op: str, layout: Layout,
+        caps: tuple[int, int] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.i, self.layout = i, layout
+        self.wc, self.tc = caps or (layout.width, layout.tokens)
+        self.kc = dot_tokens(self.wc)
         self.dense_op, self.sparse_op = dense_op, sparse_op
         self.dense = block.dense[dense_op]
         self.sparse = block.sparse[sparse_op]
@@ -197,6 +233,9 @@ class StaticBlock(nn.Module):
     def forward(self, mask: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         lay, n = self.layout, self.i + 1
         m = split_mask(mask, self.i, lay)
+        m["dmask"], m["tmask"], m["kmask"] = (
+            m["dmask"][: self.wc], m["tmask"][: self.tc], m["kmask"][: self.kc]
+        )
         dt = torch.get_autocast_dtype("cuda") if _autocast(mask) else None
         n_dense_in = 2 if self.binary else n
         dense_in, sparse_nodes = inputs[:n_dense_in], inputs[n_dense_in:]
@@ -219,67 +258,73 @@ class StaticBlock(nn.Module):
         out_d = y
         if self.s2d is not None:
             fm = 0.5 * (so.sum(1).square() - so.square().sum(1))
-            fm = F.linear(fm, self.s2d.weight, self.s2d.bias)
+            fm = F.linear(fm, self.s2d.weight[: self.wc], self.s2d.bias[: self.wc])
             out_d = y + masked_layer_norm(fm, self.s2d_ln, dmask) * flags[2]
-        extra = F.linear(y, self.d2s.weight, self.d2s.bias).view(-1, D2S_TOKENS, EMB) * flags[3]
-        out_s = torch.cat([so, extra.to(so.dtype)], 1)
+        extra = F.linear(y, self.d2s.weight[:, : self.wc], self.d2s.bias)
+        extra = extra.view(-1, D2S_TOKENS, EMB) * flags[3]
+        out_d = padded(out_d, lay.width)
+        parts = [so, extra.to(so.dtype)]
+        if self.tc < lay.tokens:
+            parts.insert(1, so.new_zeros(so.shape[0], lay.tokens - self.tc, EMB))
+        out_s = torch.cat(parts, 1)
         if dt is not None:
             return out_d.to(dt), out_s.to(dt)
         return out_d, out_s
 
     def _fc(self, x: torch.Tensor, cols: torch.Tensor, dmask: torch.Tensor) -> torch.Tensor:
         lin = self.dense.linear
-        y = F.linear(x, selected(lin.weight, cols), lin.bias)
+        y = F.linear(x, selected(lin.weight[: self.wc], cols), lin.bias[: self.wc])
         return F.relu(masked_layer_norm(y, self.dense.ln, dmask))
 
     def _dot(
         self, x: torch.Tensor, s: torch.Tensor, cols_d: torch.Tensor, cols_s: torch.Tensor,
         m: dict[str, torch.Tensor], identity: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
-        dot, lay = self.dense, self.layout
+        dot, k, wc = self.dense, self.kc, self.wc
         dense_tok = F.linear(x, selected(dot.dense_proj.weight, cols_d), dot.dense_proj.bias)
         if dot.dense_ln is not None:
             dense_tok = F.layer_norm(dense_tok, (EMB,), dot.dense_ln.weight, dot.dense_ln.bias)
-        sparse_tok = token_project(s, selected(dot.token_proj.weight, cols_s), dot.token_proj.bias)
+        proj_w, proj_b = dot.token_proj.weight[:k], dot.token_proj.bias[:k]
+        sparse_tok = token_project(s, selected(proj_w, cols_s), proj_b)
         if dot.token_ln is not None:
             sparse_tok = token_norm(sparse_tok, dot.token_ln)
         sparse_tok = sparse_tok * m["kmask"][:, None]
         tokens = torch.cat([dense_tok.unsqueeze(1), sparse_tok.to(dense_tok.dtype)], 1)
         z = torch.bmm(tokens, tokens.transpose(1, 2)).flatten(1)
-        k = lay.k_max
-        pairs = z.index_select(1, dot.tri_rows * (k + 1) + dot.tri_cols)  # [B, pairs(k_max)]
-        c = pairs.shape[1]
-        same = pairs[:, : lay.width] if c >= lay.width else F.pad(pairs, (0, lay.width - c))
+        c = dot_pairs(k)
+        pairs = z.index_select(1, dot.tri_rows[:c] * (k + 1) + dot.tri_cols[:c])  # [B, pairs(k)]
+        same = padded(pairs, wc)
         if dot.out is None:  # pairs(k_max) == W: never projected
             y = same
         else:
-            proj = F.linear(pairs, dot.out.weight, dot.out.bias)
+            proj = F.linear(pairs, dot.out.weight[:wc, :c], dot.out.bias[:wc])
             y = torch.lerp(wide(proj), wide(same), identity)
         return masked_layer_norm(y, dot.ln, m["dmask"])
 
     def _binary(
         self, left: torch.Tensor, right: torch.Tensor, dmask: torch.Tensor, identity: torch.Tensor
     ) -> torch.Tensor:
-        op, lay = self.dense, self.layout
+        op, wc = self.dense, self.wc
         if op.gate is not None:
             y = torch.sigmoid(F.linear(left, op.gate.weight, op.gate.bias)) * right
         else:
             y = left + right
-        pad = lay.width - y.shape[1]
-        same = F.pad(y, (0, pad)) if pad > 0 else y[:, : lay.width]
-        proj = F.linear(y, op.proj.weight, op.proj.bias)
+        same = padded(y, wc)
+        proj = F.linear(y, op.proj.weight[:wc], op.proj.bias[:wc])
         return masked_layer_norm(torch.lerp(wide(proj), wide(same), identity), op.ln, dmask)
 
     def _efc(self, s: torch.Tensor, cols: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
         efc = self.sparse
-        y = token_project(s, selected(efc.linear.weight, cols), efc.linear.bias)
+        lin = efc.linear
+        y = token_project(s, selected(lin.weight[: self.tc], cols), lin.bias[: self.tc])
         if efc.ln is not None:
             y = token_norm(y, efc.ln)
         return F.relu(y) * tmask[:, None]
 
     def _attention(self, s: torch.Tensor, cols: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
         att = self.sparse
-        y = token_project(s, selected(att.linear.weight, cols), att.linear.bias)  # [B, T, 16]
+        lin = att.linear
+        y = token_project(s, selected(lin.weight[: self.tc], cols), lin.bias[: self.tc])  # [B, t, 16]
         b, t = y.shape[0], y.shape[1]
         q, k, v = att.qkv(y).view(b, t, 3, att.heads, EMB // att.heads).permute(2, 0, 3, 1, 4)
         t_valid = tmask.sum().long()
@@ -310,7 +355,7 @@ def _cat(nodes: tuple[torch.Tensor, ...], dtype: torch.dtype | None, pad: int) -
 
 
 def padded(x: torch.Tensor, width: int) -> torch.Tensor:
-    """x [B, w] zero-padded (or cut, for an all-zero tail) to [B, width]."""
+    """x [B, w] zero-padded or cut to [B, width]."""
     w = x.shape[1]
     return F.pad(x, (0, width - w)) if w < width else x[:, :width]
 
@@ -342,9 +387,11 @@ def static_forward(
     sparse: torch.Tensor,
     subnet: Subnet,
     run_block: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
+    capped: bool = True,
 ) -> torch.Tensor:
     """Logits [B] of `subnet` through the supernet `net` at static shapes. `run_block(i, ops,
-    mask, subnet, nodes_d, nodes_s) -> (dense, sparse)` runs one live block (default: eagerly;
+    mask, subnet, nodes_d, nodes_s) -> (dense, sparse)` runs one live block (default: eagerly,
+    each block at its size classes, or at the maximum sizes when not `capped`;
     models/nas/graphs.py replays CUDA graphs)."""
     space = get_space(subnet.space)
     layout = Layout.of(space, net.n_dense, len(net.table_sizes))
@@ -376,7 +423,8 @@ def static_forward(
             continue
         b = subnet.blocks[i]
         if run_block is None:
-            blk = StaticBlock(net.blocks[i], i, b.dense_op, b.sparse_op, layout)
+            caps = block_caps(space, b.dense_width, b.sparse_tokens) if capped else None
+            blk = StaticBlock(net.blocks[i], i, b.dense_op, b.sparse_op, layout, caps)
             d, s = blk(views[i], *block_inputs(blk, subnet, nodes_d, nodes_s))
         else:
             d, s = run_block(i, (b.dense_op, b.sparse_op), views[i], subnet, nodes_d, nodes_s)

@@ -30,12 +30,13 @@ def test_graphs_setting():
 
 
 @cuda
+@pytest.mark.parametrize("capped", [True, False])
 @pytest.mark.parametrize("amp", [False, True])
-def test_graph_replay_equals_eager_static_path(amp):
+def test_graph_replay_equals_eager_static_path(amp, capped):
     dev = torch.device("cuda")
     net = Supernet("nasrec-full", TABLES, N_DENSE, seed=0).to(dev)
     ref = copy.deepcopy(net)
-    graphed = GraphedSupernet(net, amp=amp)
+    graphed = GraphedSupernet(net, amp=amp, capped=capped)
     # 8 subnets: blocks meet the same op pair again with other masks (replays, not captures)
     subs = [sample_subnet("nasrec-full", s) for s in range(8)]
     tol = {"rtol": 2e-2, "atol": 2e-2} if amp else {"rtol": 1e-5, "atol": 1e-5}
@@ -43,7 +44,7 @@ def test_graph_replay_equals_eager_static_path(amp):
         dense, sparse = (t.to(dev) for t in tiny_batch(64, k))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             out = graphed(dense, sparse, sub)
-            want = static_forward(ref, dense, sparse, sub)
+            want = static_forward(ref, dense, sparse, sub, capped=capped)
         torch.testing.assert_close(out, want, **tol)
         out.square().mean().backward()
         want.square().mean().backward()
@@ -154,6 +155,58 @@ def test_block_graphs_are_keyed_by_batch_size(monkeypatch):
     for rows in (4, 4, 6):
         static_forward(net, *tiny_batch(rows, 0), sub, run_block=g._run_block)
     assert g.captured() == 2 * len(sub.live_blocks())
+
+
+def test_block_graphs_are_keyed_by_size_classes(monkeypatch):
+    """Widths in one size class share a graph; another class is another capture (stand-in
+    capture, so it runs anywhere)."""
+    from models.nas.space import subnet_from_dict
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample, **kw: module)
+    net = Supernet("nasrec-full", TABLES, N_DENSE).train()
+    g = GraphedSupernet(net, amp=False)
+    d = sample_subnet("nasrec-full", 3).to_dict()
+    live = len(subnet_from_dict(d).live_blocks())
+    seen = []
+    for width, tokens in ((256, 48), (512, 64), (1024, 64), (16, 16)):  # classes 512/64 twice
+        for b in d["blocks"]:
+            b.update(dense_width=width, sparse_tokens=tokens)
+        static_forward(net, *tiny_batch(4, 0), subnet_from_dict(d), run_block=g._run_block)
+        seen.append(g.captured())
+    assert seen == [live, live, 2 * live, 3 * live]
+    assert {k[3] for k in g._blocks} == {(512, 64), (1024, 64), (128, 32)}
+    # capped=False: one graph per block and op pair whatever the sizes
+    g = GraphedSupernet(net, amp=False, capped=False)
+    for width in (16, 1024):
+        for b in d["blocks"]:
+            b["dense_width"] = width
+        static_forward(net, *tiny_batch(4, 0), subnet_from_dict(d), run_block=g._run_block)
+    assert g.captured() == live and {k[3] for k in g._blocks} == {None}
+
+
+def test_blocks_run_eagerly_without_gpu_memory_for_a_graph(monkeypatch):
+    """Short of free GPU memory a block runs eagerly (same result, nothing kept) and a warning
+    says so once; the room test by hand (stand-ins for the capture and the memory query)."""
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample, **kw: module)
+    net = Supernet("nasrec-full", TABLES, N_DENSE).train()
+    g = GraphedSupernet(net, amp=False)
+    sub = sample_subnet("nasrec-full", 3)
+    batch = tiny_batch(4, 0)
+    want = static_forward(net, *batch, sub)
+    monkeypatch.setattr(g, "_room_for_graph", lambda device: False)
+    got = static_forward(net, *batch, sub, run_block=g._run_block)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert g.captured() == 0 and g.eager_blocks == len(sub.live_blocks())
+    monkeypatch.undo()
+    g = GraphedSupernet(net, amp=False)
+    cuda_dev = torch.device("cuda")
+    assert g._room_for_graph(torch.device("cpu"))
+    g.graph_bytes = 2**30  # needs 2 x 1 GiB + 2 GiB free
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (4 * 2**30, 8 * 2**30))
+    assert g._room_for_graph(cuda_dev)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (4 * 2**30 - 1, 8 * 2**30))
+    with pytest.warns(UserWarning, match="run eagerly"):
+        assert not g._room_for_graph(cuda_dev)
 
 
 def test_predict_runs_in_eval_mode_and_restores_the_mode(tiny_data):

@@ -18,12 +18,19 @@ from .conftest import N_DENSE, TABLES, TINY, tiny_batch
 IDENT = SearchSpace(
     "ident", ("fc", "dot", "gating", "sum"), ("efc", "attention"), (3, 6, 10), (2, 3)
 )
+# Size classes narrower than the maximum that hold several choices: widths 2 | 4, 8 | 12, 16;
+# tokens 1, 2 | 3, 4 (a block computes at its class, wider than its choice, then pads).
+CLASSES = SearchSpace(
+    "classes", ("fc", "dot", "gating", "sum"), ("efc", "attention"), (2, 4, 8, 12, 16),
+    (1, 2, 3, 4),
+)  # fmt: skip
 
 
 @pytest.fixture
 def spaces(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(SPACES, "tiny", TINY)
     monkeypatch.setitem(SPACES, "ident", IDENT)
+    monkeypatch.setitem(SPACES, "classes", CLASSES)
 
 
 def _grads(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -34,9 +41,12 @@ def _grads(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("space", ["tiny", "ident"])
+@pytest.mark.parametrize(
+    ("space", "capped"),
+    [("tiny", True), ("ident", True), ("classes", True), ("tiny", False), ("ident", False)],
+)
 @pytest.mark.parametrize("seed", range(10))
-def test_static_path_equals_sliced_path(spaces, space, seed):
+def test_static_path_equals_sliced_path(spaces, space, capped, seed):
     torch.manual_seed(seed)
     net = Supernet(space, TABLES, N_DENSE, seed=seed).double()  # float64: rounding out of the way
     with torch.no_grad():  # non-trivial LayerNorm affine weights
@@ -50,7 +60,7 @@ def test_static_path_equals_sliced_path(spaces, space, seed):
     ref.square().sum().backward()
     g_ref = _grads(net)
     net.zero_grad(set_to_none=True)
-    out = static_forward(net, dense, sparse, sub)
+    out = static_forward(net, dense, sparse, sub, capped=capped)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     out.square().sum().backward()
     g = _grads(net)
@@ -73,6 +83,25 @@ def test_identity_branches_are_met(spaces):
             dot += sub.blocks[i].dense_op == "dot" and flags[0] == 1
             binary += sub.blocks[i].dense_op in ("gating", "sum") and flags[1] == 1
     assert dot > 0 and binary > 0
+
+
+def test_size_classes_by_hand(spaces):
+    from models.nas.static import block_caps, class_of, size_classes
+
+    full = SPACES["nasrec-full"]
+    # the smallest choice >= 1/8, 1/2 and 1 of 1024; >= 1/2 and 1 of 64 tokens
+    assert size_classes(full.dense_widths, (1 / 8, 1 / 2, 1.0)) == (128, 512, 1024)
+    assert size_classes(full.sparse_tokens, (1 / 2, 1.0)) == (32, 64)
+    assert [class_of(w, (128, 512, 1024)) for w in (16, 128, 256, 768)] == [128, 128, 512, 1024]
+    assert block_caps(full, 256, 48) == (512, 64)
+    assert block_caps(CLASSES, 4, 1) == (8, 2)  # classes (2, 8, 16) and (2, 4)
+    # the seeds of test_static_path_equals_sliced_path put blocks below their class
+    below = 0
+    for seed in range(10):
+        for b in sample_subnet(CLASSES, seed).blocks:
+            wc, tc = block_caps(CLASSES, b.dense_width, b.sparse_tokens)
+            below += (b.dense_width < wc) + (b.sparse_tokens < tc)
+    assert below > 10
 
 
 def test_block_mask_by_hand(spaces):
