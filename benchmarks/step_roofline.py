@@ -39,6 +39,8 @@ each run takes seconds on the CPU):
   15.5 ms (~43 % of the bound). What is left at maximum sizes is the input side: every block
   concatenates all earlier nodes (cat 2.7 GB), the token projection's transposed copies (clone
   2.3 GB), input gradients (backward mm 5.5 GB) and their sums over the readers (add 3.2 GB).
+  With the sparse inputs concatenated features-first (no transposed copy before the token
+  projection): 30.8 GB, at least 6.43 ms (1.27M samples/s); the H200 measured 14.8 ms.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ Measured 2026-11-26, session 7 (same settings; --command-steps 0 --full-steps 0 
   step), 196 block graphs for the 50 subnets, captured in 30.2 s, peak GPU memory 62.9 GiB;
   every block at maximum sizes (--uncapped), the next run on the same machine: 367k (22.32 ms),
   55 graphs, 20.0 GiB. Size classes: 1.44x. (Eager sampled paths 164k and 187k in the two runs.)
+  Then sparse inputs concatenated features-first (static.token_project reads [B, 16, tokens]
+  without a transposed copy): 553k and 550k in two runs (14.82 and 14.89 ms per step).
   Target 1M: still not met.
 Measured 2026-11-26 (nasrec-full, Criteo-shaped tables capped at 0.5M rows, H200, torch 2.11, bf16
 autocast, data from the shards):

@@ -8,7 +8,7 @@ batch 8192 the host, not the GPU, set the pace (~41 ms per step against ~18 ms o
 With the blocks replayed as graphs a step is 7 replays forward and 7 backward plus a few dozen
 eager kernels (embedding, input copies, head, loss, clipping and Adagrad), GPU bound
 (benchmarks/train_supernet.py has the figures: 15.5 ms per step with size classes, 22.3 ms with
-every block at maximum sizes, in the same run).
+every block at maximum sizes, in the same run; 14.8 ms since).
 
 A block reads its inputs at the layout's maximum sizes and computes its outputs at the size
 classes of its width and token count (`static.block_caps`: widths 128, 512 or 1024 and 32 or 64
@@ -140,13 +140,15 @@ class GraphedSupernet:
         return blk(mask, *inputs)
 
     def _room_for_graph(self, device: torch.device) -> bool:
-        """Whether another block graph fits in GPU memory: free memory of at least twice the
-        largest capture so far plus 2 GiB (each graph keeps its static tensors for good; with
+        """Whether another block graph fits in GPU memory: free memory (the device's, plus what
+        PyTorch's allocator holds unused: it gives that back when short) of at least twice the
+        largest capture so far plus 2 GiB. Each graph keeps its static tensors for good; with
         size classes nasrec-full has up to 7 x 8 x 6 graphs per batch size, ~100 GiB at batch
-        8192). Without room the block runs eagerly, with a warning the first time."""
+        8192. Without room the block runs eagerly, with a warning the first time."""
         if device.type != "cuda":
             return True
-        free, _ = torch.cuda.mem_get_info(device)
+        free = torch.cuda.mem_get_info(device)[0]
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         if free >= 2 * self.graph_bytes + 2**31:
             return True
         if not self.eager_blocks:
