@@ -21,6 +21,11 @@ Measured 2026-11-26, session 7 (same settings; --command-steps 0 --full-steps 0 
   55 graphs, 20.0 GiB. Size classes: 1.44x. (Eager sampled paths 164k and 187k in the two runs.)
   Then sparse inputs concatenated features-first (static.token_project reads [B, 16, tokens]
   without a transposed copy): 553k and 550k in two runs (14.82 and 14.89 ms per step).
+  Known: at batch 8192 with size classes, the later rows (--full-steps, --command-steps, more
+  --paths) ran out of the H200's memory in this script: with the ~70 GiB of block graphs alive,
+  another ~65 GiB outside the graph pools was held (not found yet: the full supernet's eager
+  step, the standalone graphs and the command's own supernet are suspects). Those rows were
+  measured with --uncapped above; run them apart from the sampled-path row.
   Target 1M: still not met.
 Measured 2026-11-26 (nasrec-full, Criteo-shaped tables capped at 0.5M rows, H200, torch 2.11, bf16
 autocast, data from the shards):

@@ -142,14 +142,14 @@ class GraphedSupernet:
     def _room_for_graph(self, device: torch.device) -> bool:
         """Whether another block graph fits in GPU memory: free memory (the device's, plus what
         PyTorch's allocator holds unused: it gives that back when short) of at least twice the
-        largest capture so far plus 2 GiB. Each graph keeps its static tensors for good; with
-        size classes nasrec-full has up to 7 x 8 x 6 graphs per batch size, ~100 GiB at batch
-        8192. Without room the block runs eagerly, with a warning the first time."""
+        largest capture so far plus a tenth of the device. Each graph keeps its static tensors
+        for good; with size classes nasrec-full has up to 7 x 8 x 6 graphs per batch size, ~100
+        GiB at batch 8192. Without room the block runs eagerly, with a warning the first time."""
         if device.type != "cuda":
             return True
-        free = torch.cuda.mem_get_info(device)[0]
+        free, total = torch.cuda.mem_get_info(device)
         free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        if free >= 2 * self.graph_bytes + 2**31:
+        if free >= 2 * self.graph_bytes + total // 10:
             return True
         if not self.eager_blocks:
             warnings.warn(
