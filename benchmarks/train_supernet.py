@@ -24,8 +24,8 @@ Measured 2026-11-26, session 7 (same settings; --command-steps 0 --full-steps 0 
   Known: at batch 8192 with size classes, the later rows (--full-steps, --command-steps, more
   --paths) ran out of the H200's memory in this script: with the ~70 GiB of block graphs alive,
   another ~65 GiB outside the graph pools was held (not found yet: the full supernet's eager
-  step, the standalone graphs and the command's own supernet are suspects). Those rows were
-  measured with --uncapped above; run them apart from the sampled-path row.
+  step, the standalone graphs and the command's own supernet are suspects). Their figures below
+  are from the maximum-size graphs of earlier sessions.
   Target 1M: still not met.
 Measured 2026-11-26 (nasrec-full, Criteo-shaped tables capped at 0.5M rows, H200, torch 2.11, bf16
 autocast, data from the shards):
