@@ -1,7 +1,9 @@
-"""Static-shape execution of a sampled subnet on the supernet: every tensor at maximum size, the
-subnet's choices (inputs, widths, token counts, switches) given as data (masks), so one block's
-work has the same shapes and kernels for every subnet that picks the same two ops there. That is
-what CUDA graphs need (models/nas/graphs.py captures one graph per block and op pair).
+"""Static-shape execution of a sampled subnet on the supernet: every node at maximum size, each
+block's outputs computed at the size classes of its width and token count (`block_caps`) and
+padded, the subnet's choices (inputs, widths, token counts, switches) given as data (masks), so
+one block's work has the same shapes and kernels for every subnet that picks the same two ops and
+classes there. That is what CUDA graphs need (models/nas/graphs.py captures one graph per block,
+op pair and size classes).
 
 Equivalence with the sliced path (`Supernet.forward(..., subnet)`), to rounding:
 - Invariant: every node output is exactly zero outside its valid part (dense columns >= width,
