@@ -133,14 +133,11 @@ class GraphedSupernet:
             blk = StaticBlock(self.net.blocks[i], i, ops[0], ops[1], self.layout, caps)
         inputs = block_inputs(blk, subnet, nodes_d, nodes_s)
         if fresh:
-            if not self._room_for_graph(mask.device):
-                self.eager_blocks += 1  # the same function, run eagerly (not kept)
-                return blk(mask, *inputs)
             self._capture(key, blk, mask, *inputs, every_grad=True)
         return blk(mask, *inputs)
 
     def _room_for_graph(self, device: torch.device) -> bool:
-        """Whether another block graph fits in GPU memory: free memory (the device's, plus what
+        """Whether another graph fits in GPU memory: free memory (the device's, plus what
         PyTorch's allocator holds unused: it gives that back when short) of at least twice the
         largest capture so far plus a tenth of the device. Each graph keeps its static tensors
         for good; with size classes nasrec-full has up to 7 x 8 x 6 graphs per batch size, ~100
@@ -173,9 +170,14 @@ class GraphedSupernet:
     def _capture(
         self, key: tuple, blk: torch.nn.Module, *inputs: torch.Tensor, every_grad: bool = False
     ) -> None:
-        """`every_grad`: every input after the first (the mask) is captured as requiring grad. A
+        """Capture `blk` as graphs under `key` when it fits in GPU memory (`_room_for_graph`);
+        otherwise leave it uncaptured and unkept: the caller runs it eagerly, the same function.
+        `every_grad`: every input after the first (the mask) is captured as requiring grad. A
         node the subnet does not read comes detached (static.block_inputs) so that autograd does
         not sum its zero gradient, but another subnet's replay of the graph may read it."""
+        if not self._room_for_graph(inputs[0].device):
+            self.eager_blocks += 1
+            return
         sample = tuple(
             x.detach().clone().requires_grad_(x.requires_grad or (every_grad and k > 0))
             for k, x in enumerate(inputs)

@@ -28,6 +28,7 @@ The mask of block i, one float32 vector (`block_mask`):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -84,6 +85,7 @@ WIDTH_CLASS_FRACTIONS = (1 / 8, 1 / 2, 1.0)
 TOKEN_CLASS_FRACTIONS = (1 / 2, 1.0)
 
 
+@functools.cache
 def size_classes(choices: tuple[int, ...], fractions: tuple[float, ...]) -> tuple[int, ...]:
     """The smallest choice >= f * max(choices) for each fraction f, without repeats."""
     top = max(choices)
