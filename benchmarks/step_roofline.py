@@ -95,7 +95,13 @@ class OpCounter(TorchDispatchMode):
         if self.paused or name in FREE:
             return out
         flops = matmul_flops(name, args, out) if isinstance(out, torch.Tensor) else 0
-        self.record(name, (args, kwargs, out), flops)
+        # A gather or scatter touches only the indexed rows of its big operand.
+        if name == "index_add":  # reads the source and index, reads and writes those rows
+            self.record(name, (args[2], args[3], args[3], args[3]))
+        elif name == "index_select":  # reads the index and the selected rows, writes them
+            self.record(name, (args[2], out, out))
+        else:
+            self.record(name, (args, kwargs, out), flops)
         return out
 
     def record(self, name: str, tree: object, flops: int = 0) -> None:
@@ -166,19 +172,16 @@ def gpu_fusions(counter: OpCounter):  # noqa: ANN201
             setattr(module, attr, fn)
 
 
-def count_step(net, opt, batch, subnet, counter: OpCounter, path: str) -> None:
-    """One training step of `subnet`, phase by phase: on the static path (CUDA's: maximum shapes,
-    choices as masks) or the sliced one (the CPU's: each op at its chosen widths)."""
+def count_step(model, net, opt, batch, subnet, counter: OpCounter) -> None:
+    """One training step of `subnet` through `model` (the supernet: the sliced path, each op at
+    its chosen widths; or a models.nas.chain.BlockChain over it: CUDA's static shapes, choices
+    as masks, node buffers), phase by phase."""
     from models.nas.optim import clip_grad_norm
-    from models.nas.static import static_forward
 
     dense, sparse, label = batch
     opt.zero_grad(set_to_none=True)
     counter.phase = "forward"
-    if path in ("static", "capped"):
-        logits = static_forward(net, dense, sparse, subnet, capped=path == "capped")
-    else:
-        logits = net(dense, sparse, subnet)
+    logits = model(dense, sparse, subnet)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), label)
     counter.phase = "backward"
     loss.backward()
@@ -218,6 +221,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from models.data.synthetic import RESERVED_ROWS, SHAPES
+    from models.nas.chain import BlockChain
     from models.nas.optim import make_optimizer
     from models.nas.space import sample_subnet
     from models.nas.supernet import Supernet
@@ -231,11 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         batch = (torch.empty(bs, n_dense, dtype=dt), torch.zeros(bs, len(tables), dtype=torch.int32),
                  torch.empty(bs))  # fmt: skip
     opt = make_optimizer(net.parameters(), 0.01, 1e-2)
+    model = net if args.path == "sliced" else BlockChain(net, capped=args.path == "capped")
     rng = np.random.default_rng(args.seed)
     counter = OpCounter()
     with counter, gpu_fusions(counter) if args.fused else nullcontext():
         for _ in range(args.paths):
-            count_step(net, opt, batch, sample_subnet(net.space, rng), counter, args.path)
+            count_step(model, net, opt, batch, sample_subnet(net.space, rng), counter)
 
     bw, peak, n = args.bandwidth_tb_s * 1e12, args.peak_tflops * 1e12, args.paths
     ms = lambda b, f: 1e3 * max(b / bw, f / peak) / n  # noqa: E731 - per step

@@ -91,6 +91,23 @@ def time_steps(step_fn, n, device, warm=3):
     return (time.perf_counter() - t) / n
 
 
+def print_profile(label, step_fn, device, steps=10, warm=3):
+    """torch.profiler tables of `steps` steps: by GPU time (kernels inside CUDA graphs too), then
+    by host time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if warm:
+        time_steps(step_fn, warm, device, warm=0)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        time_steps(step_fn, steps, device, warm=0)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"profile: {label}, {steps} steps")
+    print(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12,
+                                    max_name_column_width=40))  # fmt: skip
+
+
 def attention_table(device, batch) -> str:
     """Forward + backward time of one Attention op (t = 64 tokens) per kernel choice."""
     from models.nas import ops
@@ -180,17 +197,8 @@ def main() -> None:
     def full_step():
         train_step(net, opt, next(stream), 0.01, 5.0, amp, device, subnet=None)
 
-    if args.profile:
-        from torch.profiler import ProfilerActivity, profile
-
-        time_steps(sampled_step, 3, device)
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with profile(activities=acts) as prof:
-            time_steps(sampled_step, 10, device, warm=0)
-        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=40))
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12,
-                                        max_name_column_width=40))  # fmt: skip
+    if args.profile and not args.graphs:
+        print_profile("eager sampled paths", sampled_step, device)
     if args.ab_pad:
         from models.nas import plans
 
@@ -223,6 +231,8 @@ def main() -> None:
         time_steps(graphed_step, args.steps, device, warm=0)
         warm_s = time.perf_counter() - t
         s = time_steps(graphed_step, args.steps, device, warm=0)
+        if args.profile:
+            print_profile("CUDA-graph sampled paths (steady state)", graphed_step, device, warm=0)
         kind = "maximum sizes" if args.uncapped else "size classes"
         rows.append((f"supernet, sampled single paths, CUDA graphs ({kind}), data from shards",
                      bs / s, s * 1e3))  # fmt: skip

@@ -26,6 +26,15 @@ coefficient max_norm / (norm + 1e-6) clamped to 1) for a mix of dense and sparse
 ones are coalesced first (duplicate indices summed, so the norm of the values is the norm of the
 gradient) and replaced by their coalesced form, which Adagrad then uses as it is. Without sparse
 gradients it calls exactly torch's functions, so dense-only training is unchanged.
+
+`clip_and_step(opt, params, max_norm)` is `clip_grad_norm(params, max_norm); opt.step()`. On
+CUDA, when every gradient is dense fp32, triton imports and `opt` is a plain SplitAdagrad (one
+group, no weight decay, lr_decay or maximize), it runs instead one norm pass and one fused Triton
+kernel (models/nas/fused_adagrad.py: ~6 instead of ~16 passes over the parameters' memory); the
+state ("step", "sum") and so the state_dict are those torch's step would leave. Differences
+there: the gradients are left unscaled (the kernel scales them as it reads them), and the
+optimizer's step hooks do not run. Everywhere else (the CPU, sparse gradients) it is exactly the
+two calls, so CPU training and its exact resume are unchanged.
 """
 
 from __future__ import annotations
@@ -35,6 +44,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from models.nas.fused_adagrad import adagrad_update_
+from models.nas.kernels import _use_triton
 
 
 def sparse_grad_on(weight: torch.Tensor, sparse_grad: bool | None) -> bool:
@@ -146,3 +158,69 @@ def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> torch.Ten
     for g in sparse:
         g._values().mul_(coef.to(g.dtype))
     return total
+
+
+def clip_and_step(
+    opt: torch.optim.Optimizer, params: Iterable[nn.Parameter], max_norm: float
+) -> torch.Tensor:
+    """`clip_grad_norm(params, max_norm); opt.step()`, fused on CUDA where it can be (module
+    docstring; the gradients are then left unscaled). Returns the norm before clipping (a device
+    tensor: no host synchronisation). Parameters without a gradient are skipped."""
+    params = [p for p in params if p.grad is not None]
+    fused = _fused_state(opt, params)
+    if fused is None:
+        total = clip_grad_norm(params, max_norm)
+        opt.step()
+        return total
+    group, sums, steps = fused
+    grads = [p.grad for p in params]
+    total = torch.nn.utils.get_total_norm(grads, 2.0)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # as torch's clip_grads_with_norm_
+    _count_step(steps)
+    adagrad_update_(params, grads, sums, group["lr"], group["eps"], coef)
+    return total
+
+
+def _fused_state(
+    opt: torch.optim.Optimizer, params: list[nn.Parameter]
+) -> tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor]] | None:
+    """(group, sums, steps) of `params` when the fused update equals torch's step, else None:
+    a plain SplitAdagrad of one group whose parameters with gradients are exactly `params`, each
+    with initialised state and a dense contiguous fp32 gradient on the Triton path's device."""
+    if not params or not isinstance(opt, SplitAdagrad) or len(opt.param_groups) != 1:
+        return None
+    group = opt.param_groups[0]
+    plain = not any(group[k] for k in ("weight_decay", "lr_decay", "maximize", "differentiable"))
+    if not plain or group["fused"] or torch.is_tensor(group["lr"]):
+        return None
+    sums, steps = [], []
+    for p in params:
+        state = opt.state.get(p)
+        if not state or not _fusable(p, p.grad):
+            return None
+        sums.append(state["sum"])
+        steps.append(state["step"])
+    in_group = [p for p in group["params"] if p.grad is not None]
+    if len(in_group) != len(params) or {id(p) for p in in_group} != {id(p) for p in params}:
+        return None
+    return group, sums, steps
+
+
+def _fusable(p: torch.Tensor, g: torch.Tensor) -> bool:
+    """Whether the fused kernel takes this parameter and gradient."""
+    return (
+        not g.is_sparse
+        and g.dtype == p.dtype == torch.float32
+        and g.is_contiguous()
+        and p.is_contiguous()
+        and _use_triton(g)
+    )
+
+
+def _count_step(steps: list[torch.Tensor]) -> None:
+    """Add 1 to each state["step"] as torch's foreach Adagrad does (CPU step tensors: one
+    wrapped CPU scalar, no per-tensor allocation and no device work)."""
+    if steps[0].is_cpu:
+        torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
+    else:
+        torch._foreach_add_(steps, 1)

@@ -2,17 +2,19 @@
 block's outputs computed at the size classes of its width and token count (`block_caps`) and
 padded, the subnet's choices (inputs, widths, token counts, switches) given as data (masks), so
 one block's work has the same shapes and kernels for every subnet that picks the same two ops and
-classes there. That is what CUDA graphs need (models/nas/graphs.py captures one graph per block,
-op pair and size classes).
+classes there. That is what CUDA graphs need (models/nas/chain.py captures one forward and one
+backward graph per block, op pair and size classes).
 
 Equivalence with the sliced path (`Supernet.forward(..., subnet)`), to rounding:
 - Invariant: every node output is exactly zero outside its valid part (dense columns >= width,
   tokens outside [0, t) and outside the dense->sparse slot when that switch is off).
-- A block's dense (sparse) input is the concatenation of all earlier nodes in the supernet's
-  max-width layout; the weight columns of the unselected nodes are multiplied by 0 and those of the
-  selected ones by 1, so the full-width product equals the product over the selected columns (and
-  unselected inputs and weight columns get exactly zero gradient; the unselected nodes are passed
-  detached, so that zero is not added into their gradients).
+- Slot layout: a block reads all earlier nodes, each in a slot of the maximum size (W dense
+  columns; T + 8 tokens, features first), node 0 (the stem's n_dense features and n_sparse
+  tokens) zero-padded to a slot (`node_slots`); the input products' weights are rearranged to
+  match (`slot_columns`). The weight columns of the unselected nodes are multiplied by 0 and
+  those of the selected ones by 1, so the product equals the product over the selected columns,
+  and unselected inputs and weight columns get exactly zero gradient. Binary ops read the
+  (left, right) pair of slots.
 - Outputs past the chosen width / token count are computed and then zeroed; LayerNorm over the
   first d features is computed with masked sums (`masked_layer_norm`).
 - Attention excludes keys at or past t (the token projection gives them a bias, not zero).
@@ -29,8 +31,8 @@ The mask of block i, one float32 vector (`block_mask`):
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +44,6 @@ from models.nas.ops import EMB, dot_pairs, dot_tokens
 from models.nas.space import BINARY_DENSE_OPS, D2S_TOKENS, SearchSpace, Subnet, get_space
 
 N_FLAGS = 4
-ALIGN = 8
 
 
 @dataclass(frozen=True)
@@ -144,14 +145,15 @@ def wide(x: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_ln(
-    y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, eps: float
+    y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, eps: float, relu: bool
 ) -> torch.Tensor:
     y = wide(y)
     count = mask.sum()
     mean = (y * mask).sum(-1, keepdim=True) / count
     xc = (y - mean) * mask
     var = xc.square().sum(-1, keepdim=True) / count
-    return (xc * torch.rsqrt(var + eps) * w + b) * mask
+    out = (xc * torch.rsqrt(var + eps) * w + b) * mask
+    return F.relu(out) if relu else out
 
 
 # "auto": the masked LayerNorm through torch.compile on CUDA (a dozen elementwise kernels fused into
@@ -161,24 +163,38 @@ MASKED_LN = {"impl": "auto"}
 _COMPILED: dict[str, object] = {}
 
 
+def _allow_recompiles(n: int) -> None:
+    """Let torch.compile keep `n` specialisations of a function (default 8): the masked LayerNorm
+    meets one per size class, dtype and batch size, and past the limit it would run eagerly."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(n, getattr(config, name)))
+
+
 def masked_layer_norm(
-    y: torch.Tensor, ln: nn.LayerNorm | None, mask: torch.Tensor, eps: float = 1e-5
-) -> torch.Tensor:
+    y: torch.Tensor, ln: nn.LayerNorm | None, mask: torch.Tensor, eps: float = 1e-5,
+    relu: bool = False,
+) -> torch.Tensor:  # fmt: skip
     """LayerNorm over the features where `mask` is 1 (with the first affine weights), zero
-    elsewhere: equals F.layer_norm(y[..., :d], (d,), w[:d], b[:d]) padded with zeros. `y` and
-    `mask` may be narrower than `ln` (a capped block): its first affine weights are used."""
+    elsewhere: equals F.layer_norm(y[..., :d], (d,), w[:d], b[:d]) padded with zeros, then a
+    ReLU when `relu` (fused with it on CUDA). `y` and `mask` may be narrower than `ln` (a
+    capped block): its first affine weights are used."""
     if ln is None:
-        return wide(y) * mask
+        out = wide(y) * mask
+        return F.relu(out) if relu else out
     size = mask.shape[-1]
     w, b = ln.weight[:size], ln.bias[:size]
     if y.is_cuda and MASKED_LN["impl"] == "auto":
         try:
             if "mln" not in _COMPILED:
                 _COMPILED["mln"] = torch.compile(_masked_ln, dynamic=False)
-            return _COMPILED["mln"](y, w, b, mask, eps)
+                _allow_recompiles(64)
+            return _COMPILED["mln"](y, w, b, mask, eps, relu)
         except Exception:  # noqa: BLE001 - no compiler toolchain: the plain version
             MASKED_LN["impl"] = "eager"
-    return _masked_ln(y, w, b, mask, eps)
+    return _masked_ln(y, w, b, mask, eps, relu)
 
 
 def token_norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
@@ -186,18 +202,61 @@ def token_norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
     return kernels.token_layer_norm(x, ln.weight, ln.bias, ln.eps)
 
 
-def token_project(xt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Linear over the token axis: xt [B, 16, N] (features first, as `_cat_tokens` makes it),
+def token_project(
+    xt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sink: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Linear over the token axis: xt [B, 16, N] (features first, as the node slots hold them),
     weight [rows, N] -> [B, rows, 16] (a transposed view). One matmul over B * 16 rows: a
     [B, N, 16] input would be copied transposed first (~2.3 GB per step at batch 8192)."""
-    return F.linear(xt, weight, bias).transpose(1, 2)
+    return project(xt, weight, bias, sink).transpose(1, 2)
 
 
-def owners(first: int, rest: int, n: int) -> torch.Tensor:
-    """Node index of each column of a concatenation of node 0 (`first` wide) and n - 1 nodes of
-    `rest` each: the map from a node selection to a column mask."""
-    sizes = torch.tensor([first] + [rest] * (n - 1))
-    return torch.repeat_interleave(torch.arange(n), sizes)
+def project(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sink: torch.Tensor | None
+) -> torch.Tensor:
+    """F.linear(x, weight, bias). With a `sink` (a gradient buffer shaped as x, which then has
+    no autograd history: a view of the node buffers), the backward adds x's gradient into the
+    sink in the same matmul (beta = 1) instead of returning it: no [B, K] gradient tensor, no
+    separate sum over the readers of a node (models/nas/chain.py)."""
+    if sink is None:
+        return F.linear(x, weight, bias)
+    return _SinkLinear.apply(x, weight, bias.to(weight.dtype), sink)
+
+
+class _SinkLinear(torch.autograd.Function):
+    """`project` with a sink. x and the sink are views of the node buffers, kept on ctx rather
+    than saved: later blocks write other slots of the same buffers in place, which autograd's
+    version check would take for a modification of x."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sink: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.x, ctx.sink = x, sink
+        ctx.save_for_backward(weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (weight,) = ctx.saved_tensors
+        g2 = gy.reshape(-1, gy.shape[-1])
+        x2 = ctx.x.reshape(-1, ctx.x.shape[-1])
+        ctx.sink.view(-1, ctx.sink.shape[-1]).addmm_(g2, weight)  # a view: written in place
+        return None, g2.t().mm(x2), g2.sum(0), None
+
+
+def owners(size: int, n: int) -> torch.Tensor:
+    """Node index of each column of n node slots of `size` columns: the map from a node
+    selection to a column mask."""
+    return torch.arange(n).repeat_interleave(size)
+
+
+def slot_columns(weight: torch.Tensor, first: int, size: int) -> torch.Tensor:
+    """A weight over the supernet's concatenated inputs [rows, first + i * size] (node 0 is
+    `first` wide, the others `size`) in the slot layout [rows, (i + 1) * size]: node 0's
+    columns zero-padded to a slot."""
+    head = F.pad(weight[:, :first], (0, size - first))
+    return torch.cat([head, weight[:, first:]], 1) if weight.shape[1] > first else head
 
 
 class StaticBlock(nn.Module):
@@ -205,8 +264,7 @@ class StaticBlock(nn.Module):
     layout's maximum sizes, its outputs computed at `caps` = (width cap, token cap) (default: the
     maximum; `block_caps` gives a subnet block's size classes) and zero-padded to the layout.
 
-    forward(mask, *inputs): inputs are the i + 1 dense nodes (unary dense op) or the (left, right)
-    pair zero-padded to `layout.left_width(i)` (binary op), then the i + 1 sparse nodes. Returns
+    forward(mask, dense_in, sparse_in, sinks): the inputs in the slot layout (`forward`). Returns
     (dense [B, W], sparse [B, T + 8, 16]), in bf16 under CUDA autocast (every consumer casts to
     bf16 for its matmul anyway), else float32. Holds (does not copy) the supernet's modules.
     Unselected inputs are removed by zeroing their weight columns (a weight is far smaller than a
@@ -228,38 +286,60 @@ class StaticBlock(nn.Module):
         self.binary = dense_op in BINARY_DENSE_OPS
         device = block.d2s.weight.device
         n = i + 1
-        self.register_buffer("dense_owner", owners(layout.n_dense, layout.width, n).to(device))
-        self.register_buffer("token_owner", owners(layout.n_sparse, layout.slot, n).to(device))
-        # Zero columns / tokens that make the inner dimension of the input products a multiple of
-        # 8: the BLAS library's fast kernels need aligned bf16 rows (13 + 1024 i is not).
-        self.pad_d = -len(self.dense_owner) % ALIGN
-        self.pad_s = -len(self.token_owner) % ALIGN
+        self.register_buffer("dense_owner", owners(layout.width, n).to(device))
+        self.register_buffer("token_owner", owners(layout.slot, n).to(device))
+        self.sink_d = self.sink_s = None
 
-    def forward(self, mask: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        lay, n = self.layout, self.i + 1
+    def forward(
+        self, mask: torch.Tensor, dense_in: Any, sparse_in: torch.Tensor,
+        sinks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(dense [B, W], sparse [B, T + 8, 16]): `parts` zero-padded to the layout."""
+        lay = self.layout
+        dense, tokens, extra = self.parts(mask, dense_in, sparse_in, sinks)
+        pieces = [tokens, extra]
+        if self.tc < lay.tokens:
+            pieces.insert(1, tokens.new_zeros(tokens.shape[0], lay.tokens - self.tc, EMB))
+        return padded(dense, lay.width), torch.cat(pieces, 1)
+
+    def parts(
+        self, mask: torch.Tensor, dense_in: Any, sparse_in: torch.Tensor,
+        sinks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The block's outputs at its size classes, unpadded: dense [B, wc], op tokens
+        [B, tc, 16] and dense->sparse tokens [B, 8, 16] (in bf16 under CUDA autocast).
+
+        `dense_in`: the i + 1 dense nodes in slots of W columns [B, (i + 1) W] (unary op) or the
+        (left, right) pair, each [B, layout.left_width(i)] (binary op); `sparse_in`: the i + 1
+        sparse nodes in slots of T + 8 tokens, features first [B, 16, (i + 1)(T + 8)]
+        (`node_slots`). `sinks`: gradient buffers shaped as the slot inputs: the input products
+        add their input gradients there (`project`) instead of returning them
+        (models/nas/chain.py)."""
+        lay = self.layout
         m = split_mask(mask, self.i, lay)
         m["dmask"], m["tmask"], m["kmask"] = (
-            m["dmask"][: self.wc], m["tmask"][: self.tc], m["kmask"][: self.kc]
+            m["dmask"][: self.wc],
+            m["tmask"][: self.tc],
+            m["kmask"][: self.kc],
         )
         dt = torch.get_autocast_dtype("cuda") if _autocast(mask) else None
-        n_dense_in = 2 if self.binary else n
-        dense_in, sparse_nodes = inputs[:n_dense_in], inputs[n_dense_in:]
-        s = _cat_tokens(sparse_nodes, dt, self.pad_s)  # [B, 16, tokens]
-        cols_s = F.pad(m["sel_s"].index_select(0, self.token_owner), (0, self.pad_s))
+        self.sink_d, self.sink_s = sinks
+        s = sparse_in
+        cols_s = m["sel_s"].index_select(0, self.token_owner)
         flags, dmask = m["flags"], m["dmask"]
         if self.binary:
             y = self._binary(*dense_in, dmask, flags[1])
         else:
-            x = _cat(dense_in, dt, self.pad_d)
-            cols_d = F.pad(m["sel_d"].index_select(0, self.dense_owner), (0, self.pad_d))
+            cols_d = m["sel_d"].index_select(0, self.dense_owner)
             if self.dense_op == "fc":
-                y = self._fc(x, cols_d, dmask)
+                y = self._fc(dense_in, cols_d, dmask, dt)
             else:
-                y = self._dot(x, s, cols_d, cols_s, m, flags[0])
+                y = self._dot(dense_in, s, cols_d, cols_s, m, flags[0], dt)
         if self.sparse_op == "efc":
-            so = self._efc(s, cols_s, m["tmask"])
+            so = self._efc(s, cols_s, m["tmask"], dt)
         else:
-            so = self._attention(s, cols_s, m["tmask"])
+            so = self._attention(s, cols_s, m["tmask"], dt)
+        self.sink_d = self.sink_s = None
         out_d = y
         if self.s2d is not None:
             fm = 0.5 * (so.sum(1).square() - so.square().sum(1))
@@ -267,33 +347,45 @@ class StaticBlock(nn.Module):
             out_d = y + masked_layer_norm(fm, self.s2d_ln, dmask) * flags[2]
         extra = F.linear(y, self.d2s.weight[:, : self.wc], self.d2s.bias)
         extra = extra.view(-1, D2S_TOKENS, EMB) * flags[3]
-        out_d = padded(out_d, lay.width)
-        parts = [so, extra.to(so.dtype)]
-        if self.tc < lay.tokens:
-            parts.insert(1, so.new_zeros(so.shape[0], lay.tokens - self.tc, EMB))
-        out_s = torch.cat(parts, 1)
         if dt is not None:
-            return out_d.to(dt), out_s.to(dt)
-        return out_d, out_s
+            return out_d.to(dt), so.to(dt), extra.to(dt)
+        return out_d, so, extra.to(so.dtype)
 
-    def _fc(self, x: torch.Tensor, cols: torch.Tensor, dmask: torch.Tensor) -> torch.Tensor:
+    def _dense_weight(
+        self, weight: torch.Tensor, cols: torch.Tensor, dt: torch.dtype | None
+    ) -> torch.Tensor:
+        """A dense input product's weight [rows, n_dense + i W] in the slot layout, unselected
+        nodes' columns zeroed."""
+        return selected(weight, cols, self.layout.n_dense, self.layout.width, dt)
+
+    def _token_weight(
+        self, weight: torch.Tensor, cols: torch.Tensor, dt: torch.dtype | None
+    ) -> torch.Tensor:
+        """A token projection's weight [rows, n_sparse + i (T + 8)] likewise."""
+        return selected(weight, cols, self.layout.n_sparse, self.layout.slot, dt)
+
+    def _fc(
+        self, x: torch.Tensor, cols: torch.Tensor, dmask: torch.Tensor, dt: torch.dtype | None
+    ) -> torch.Tensor:
         lin = self.dense.linear
-        y = F.linear(x, selected(lin.weight[: self.wc], cols), lin.bias[: self.wc])
-        return F.relu(masked_layer_norm(y, self.dense.ln, dmask))
+        w = self._dense_weight(lin.weight[: self.wc], cols, dt)
+        y = project(x, w, lin.bias[: self.wc], self.sink_d)
+        return masked_layer_norm(y, self.dense.ln, dmask, relu=True)
 
     def _dot(
         self, x: torch.Tensor, s: torch.Tensor, cols_d: torch.Tensor, cols_s: torch.Tensor,
-        m: dict[str, torch.Tensor], identity: torch.Tensor,
+        m: dict[str, torch.Tensor], identity: torch.Tensor, dt: torch.dtype | None,
     ) -> torch.Tensor:  # fmt: skip
         dot, k, wc = self.dense, self.kc, self.wc
-        dense_tok = F.linear(x, selected(dot.dense_proj.weight, cols_d), dot.dense_proj.bias)
+        w = self._dense_weight(dot.dense_proj.weight, cols_d, dt)
+        dense_tok = project(x, w, dot.dense_proj.bias, self.sink_d)
         if dot.dense_ln is not None:
             dense_tok = F.layer_norm(dense_tok, (EMB,), dot.dense_ln.weight, dot.dense_ln.bias)
-        proj_w, proj_b = dot.token_proj.weight[:k], dot.token_proj.bias[:k]
-        sparse_tok = token_project(s, selected(proj_w, cols_s), proj_b)
+        w = self._token_weight(dot.token_proj.weight[:k], cols_s, dt)
+        sparse_tok = token_project(s, w, dot.token_proj.bias[:k], self.sink_s)
         if dot.token_ln is not None:
             sparse_tok = token_norm(sparse_tok, dot.token_ln)
-        sparse_tok = sparse_tok * m["kmask"][:, None]
+        sparse_tok = sparse_tok * m["kmask"][:, None].to(sparse_tok.dtype)
         tokens = torch.cat([dense_tok.unsqueeze(1), sparse_tok.to(dense_tok.dtype)], 1)
         z = torch.bmm(tokens, tokens.transpose(1, 2)).flatten(1)
         c = dot_pairs(k)
@@ -318,18 +410,24 @@ class StaticBlock(nn.Module):
         proj = F.linear(y, op.proj.weight[:wc], op.proj.bias[:wc])
         return masked_layer_norm(torch.lerp(wide(proj), wide(same), identity), op.ln, dmask)
 
-    def _efc(self, s: torch.Tensor, cols: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+    def _efc(
+        self, s: torch.Tensor, cols: torch.Tensor, tmask: torch.Tensor, dt: torch.dtype | None
+    ) -> torch.Tensor:
         efc = self.sparse
         lin = efc.linear
-        y = token_project(s, selected(lin.weight[: self.tc], cols), lin.bias[: self.tc])
+        w = self._token_weight(lin.weight[: self.tc], cols, dt)
+        y = token_project(s, w, lin.bias[: self.tc], self.sink_s)
         if efc.ln is not None:
             y = token_norm(y, efc.ln)
-        return F.relu(y) * tmask[:, None]
+        return F.relu(y) * tmask[:, None].to(y.dtype)
 
-    def _attention(self, s: torch.Tensor, cols: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+    def _attention(
+        self, s: torch.Tensor, cols: torch.Tensor, tmask: torch.Tensor, dt: torch.dtype | None
+    ) -> torch.Tensor:
         att = self.sparse
         lin = att.linear
-        y = token_project(s, selected(lin.weight[: self.tc], cols), lin.bias[: self.tc])
+        w = self._token_weight(lin.weight[: self.tc], cols, dt)
+        y = token_project(s, w, lin.bias[: self.tc], self.sink_s)
         y = y.contiguous()  # [B, t, 16]: the q/k/v Linear reads it as B * t rows
         b, t = y.shape[0], y.shape[1]
         q, k, v = att.qkv(y).view(b, t, 3, att.heads, EMB // att.heads).permute(2, 0, 3, 1, 4)
@@ -337,36 +435,22 @@ class StaticBlock(nn.Module):
         a = kernels.fused_attention(q, k, v, t_valid).transpose(1, 2).reshape(b, t, EMB)
         y = token_norm(y + att.out(a), att.ln1)
         y = token_norm(y + att.ff2(F.relu(att.ff1(y))), att.ln2)
-        return y * tmask[:, None]
+        return y * tmask[:, None].to(y.dtype)
 
 
-def selected(weight: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """`weight` [out, K] with its columns multiplied by `cols` [K + pad] (0/1), zero-padded."""
-    return F.pad(weight, (0, cols.shape[0] - weight.shape[1])) * cols
+def selected(
+    weight: torch.Tensor, cols: torch.Tensor, first: int, size: int, dt: torch.dtype | None
+) -> torch.Tensor:
+    """An input product's weight in the slot layout (`slot_columns`) with its columns multiplied
+    by `cols` (0/1), in `dt` when given (cast first: the copies then move half the bytes; a
+    product with 0 or 1 is exact either way)."""
+    if dt is not None:
+        weight = weight.to(dt)
+    return slot_columns(weight, first, size) * cols.to(weight.dtype)
 
 
 def _autocast(x: torch.Tensor) -> bool:
     return x.is_cuda and torch.is_autocast_enabled("cuda")
-
-
-def _cat(
-    nodes: tuple[torch.Tensor, ...], dtype: torch.dtype | None, pad: int, dim: int = 1
-) -> torch.Tensor:
-    """Node outputs concatenated on `dim` (in `dtype` when given: the stem's are float32), then
-    `pad` zeros on that axis."""
-    if dtype is not None:
-        nodes = tuple(x.to(dtype) for x in nodes)
-    if pad:
-        shape = list(nodes[-1].shape)
-        shape[dim] = pad
-        nodes = (*nodes, nodes[-1].new_zeros(shape))
-    return torch.cat(nodes, dim)
-
-
-def _cat_tokens(nodes: tuple[torch.Tensor, ...], dtype: torch.dtype | None, pad: int) -> torch.Tensor:
-    """Sparse nodes [B, n, 16] concatenated on the token axis, then `pad` zero tokens, features
-    first: [B, 16, tokens] (one copy, as `_cat`; `token_project` reads it without another)."""
-    return _cat(tuple(x.transpose(1, 2) for x in nodes), dtype, pad, dim=2)
 
 
 def padded(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -375,75 +459,82 @@ def padded(x: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(x, (0, width - w)) if w < width else x[:, :width]
 
 
+def node_slots(
+    nodes_d: list[torch.Tensor], nodes_s: list[torch.Tensor], layout: Layout,
+    dt: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Nodes in the slot layout a block reads: dense [B, n, W] and sparse features first
+    [B, 16, n, T + 8], node 0 (the stem: n_dense features, n_sparse tokens) zero-padded to a
+    slot, in `dt` when given (the stem's are float32)."""
+    d = torch.stack([padded(x, layout.width) for x in nodes_d], 1)
+    s = torch.stack([F.pad(x.transpose(1, 2), (0, layout.slot - x.shape[1])) for x in nodes_s], 2)
+    return (d, s) if dt is None else (d.to(dt), s.to(dt))
+
+
 def block_inputs(
-    block: StaticBlock, subnet: Subnet, nodes_d: list, nodes_s: list
-) -> list[torch.Tensor]:
-    """The positional inputs (after the mask) of `block` for `subnet`. The nodes the subnet does
-    not read come detached: their gradient is exactly zero, and autograd then does not add it
-    into the node's gradient (~2 GB of a step's traffic at batch 8192, step_roofline)."""
-    i, b = block.i, subnet.blocks[block.i]
+    block: StaticBlock, subnet: Subnet, nodes_d: list, nodes_s: list, dt: torch.dtype | None
+) -> tuple[Any, torch.Tensor]:
+    """`block`'s (dense_in, sparse_in) for `subnet` from the node outputs so far."""
+    i, n, b = block.i, block.i + 1, subnet.blocks[block.i]
+    dense = [nodes_d[j] for j in b.dense_inputs] if block.binary else nodes_d[:n]
+    d, s = node_slots(dense, nodes_s[:n], block.layout, dt)
+    batch = d.shape[0]
     if block.binary:
-        a, c = b.dense_inputs
         width = block.layout.left_width(i)
-        dense = [padded(nodes_d[a], width), padded(nodes_d[c], width)]
-    else:
-        dense = _only(nodes_d[: i + 1], b.dense_inputs)
-    return [*dense, *_only(nodes_s[: i + 1], b.sparse_inputs)]
-
-
-def _only(nodes: list[torch.Tensor], read: tuple[int, ...]) -> list[torch.Tensor]:
-    """`nodes` with those not in `read` detached."""
-    return [x if j in read else x.detach() for j, x in enumerate(nodes)]
+        return (d[:, 0, :width], d[:, 1, :width]), s.reshape(batch, EMB, -1)
+    return d.reshape(batch, -1), s.reshape(batch, EMB, -1)
 
 
 def static_forward(
-    net: nn.Module,
-    dense: torch.Tensor,
-    sparse: torch.Tensor,
-    subnet: Subnet,
-    run_block: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
-    capped: bool = True,
+    net: nn.Module, dense: torch.Tensor, sparse: torch.Tensor, subnet: Subnet, capped: bool = True
 ) -> torch.Tensor:
-    """Logits [B] of `subnet` through the supernet `net` at static shapes. `run_block(i, ops,
-    mask, subnet, nodes_d, nodes_s) -> (dense, sparse)` runs one live block (default: eagerly,
-    each block at its size classes, or at the maximum sizes when not `capped`;
-    models/nas/graphs.py replays CUDA graphs)."""
+    """Logits [B] of `subnet` through the supernet `net` at static shapes, through autograd: each
+    block at its size classes (at the maximum sizes when not `capped`) reading all earlier nodes
+    in the slot layout. The reference for models/nas/chain.py, which runs the same blocks over
+    shared node buffers (CUDA graphs)."""
     space = get_space(subnet.space)
     layout = Layout.of(space, net.n_dense, len(net.table_sizes))
-    widths = [layout.n_dense] + [b.dense_width for b in subnet.blocks]
-    live = set(subnet.live_blocks())
-    masks = [block_mask(subnet, i, layout, widths) for i in range(layout.n_blocks)]
+    masks = subnet_masks(subnet, layout)
     flat = torch.from_numpy(np.concatenate(masks))
     if dense.is_cuda:
         flat = flat.pin_memory().to(dense.device, non_blocking=True)
     else:  # the CPU (no copy), or the meta device (benchmarks/step_roofline.py)
         flat = flat.to(dense.device)
+    views = mask_views(flat, masks)
+    dt = torch.get_autocast_dtype("cuda") if _autocast(dense) else None
+    live = set(subnet.live_blocks())
+    nodes_d: list = [dense]
+    nodes_s: list = [net.embedding(sparse.long() + net.offsets)]
+    for i in range(layout.n_blocks):
+        if i not in live:  # never read by a live block: a zero placeholder keeps the layout
+            nodes_d.append(dense.new_zeros(dense.shape[0], layout.width))
+            nodes_s.append(nodes_s[0].new_zeros(dense.shape[0], layout.slot, EMB))
+            continue
+        b = subnet.blocks[i]
+        caps = block_caps(space, b.dense_width, b.sparse_tokens) if capped else None
+        blk = StaticBlock(net.blocks[i], i, b.dense_op, b.sparse_op, layout, caps)
+        d, s = blk(views[i], *block_inputs(blk, subnet, nodes_d, nodes_s, dt))
+        nodes_d.append(d)
+        nodes_s.append(s)
+    return head_logits(net, nodes_d[-1], nodes_s[-1])
+
+
+def subnet_masks(subnet: Subnet, layout: Layout) -> list[np.ndarray]:
+    """Every block's packed mask (`block_mask`), dead blocks' too."""
+    widths = [layout.n_dense] + [b.dense_width for b in subnet.blocks]
+    return [block_mask(subnet, i, layout, widths) for i in range(layout.n_blocks)]
+
+
+def mask_views(flat: torch.Tensor, masks: list[np.ndarray]) -> list[torch.Tensor]:
+    """Views of the concatenated masks, one per block."""
     views, at = [], 0
     for mk in masks:
         views.append(flat[at : at + len(mk)])
         at += len(mk)
-    # Every node input requires grad (the raw dense features and dead-block placeholders too), so
-    # a block captured as a CUDA graph sees the same requires_grad pattern for every subnet.
-    grad = torch.is_grad_enabled()
-    nodes_d: list = [dense.detach().requires_grad_(grad)]
-    nodes_s: list = [net.embedding(sparse.long() + net.offsets)]
-    zero_d = zero_s = None
-    for i in range(layout.n_blocks):
-        if i not in live:  # never read by a live block: a zero placeholder keeps the layout
-            if zero_d is None:
-                zero_d = dense.new_zeros(dense.shape[0], layout.width, requires_grad=grad)
-                zero_s = nodes_s[0].new_zeros(dense.shape[0], layout.slot, EMB, requires_grad=grad)
-            nodes_d.append(zero_d)
-            nodes_s.append(zero_s)
-            continue
-        b = subnet.blocks[i]
-        if run_block is None:
-            caps = block_caps(space, b.dense_width, b.sparse_tokens) if capped else None
-            blk = StaticBlock(net.blocks[i], i, b.dense_op, b.sparse_op, layout, caps)
-            d, s = blk(views[i], *block_inputs(blk, subnet, nodes_d, nodes_s))
-        else:
-            d, s = run_block(i, (b.dense_op, b.sparse_op), views[i], subnet, nodes_d, nodes_s)
-        nodes_d.append(d)
-        nodes_s.append(s)
-    x = torch.cat([nodes_d[-1], nodes_s[-1].flatten(1).to(nodes_d[-1].dtype)], 1)
+    return views
+
+
+def head_logits(net: nn.Module, last_d: torch.Tensor, last_s: torch.Tensor) -> torch.Tensor:
+    """The head over the last block's dense [B, W] and sparse [B, T + 8, 16] outputs."""
+    x = torch.cat([last_d, last_s.flatten(1).to(last_d.dtype)], 1)
     return F.linear(x, net.head.weight, net.head.bias).squeeze(-1)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.nas.optim import clip_grad_norm, make_optimizer
+from models.nas.optim import clip_and_step, make_optimizer
 from models.nas.runtime import (
     CHECKPOINT_FORMAT,
     BatchStream,
@@ -101,8 +101,7 @@ def train_step(
         logits = model(dense, sparse, **kwargs)
     loss = F.binary_cross_entropy_with_logits(logits.float(), label)
     loss.backward()
-    clip_grad_norm(model.parameters(), clip)
-    opt.step()
+    clip_and_step(opt, model.parameters(), clip)
     return loss.detach()
 
 

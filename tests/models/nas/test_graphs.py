@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import statistics
 
 import pytest
 import torch
@@ -29,32 +30,53 @@ def test_graphs_setting():
         graphs_wanted("yes", gpu)
 
 
+def _grads(net: torch.nn.Module) -> list[torch.Tensor | None]:
+    out = [None if p.grad is None else p.grad.detach().clone() for p in net.parameters()]
+    net.zero_grad(set_to_none=True)
+    return out
+
+
 @cuda
 @pytest.mark.parametrize("capped", [True, False])
 @pytest.mark.parametrize("amp", [False, True])
 def test_graph_replay_equals_eager_static_path(amp, capped):
+    """Eight subnets (blocks meet an op pair again with other masks: replays, not captures):
+    fp32 graphs equal the eager static path to 1e-5. In bf16 the node gradients are summed in
+    another order (in the node buffers, not by autograd: the embedding's in bf16, not in
+    float32), so each gradient's norm-wise error against the float32 eager path must be within
+    4 times that of the bf16 eager path or 5 % (relative to 1 % of the median gradient norm
+    where the exact gradient is about 0): gross errors, a missing or doubled term, are O(1)."""
     dev = torch.device("cuda")
     net = Supernet("nasrec-full", TABLES, N_DENSE, seed=0).to(dev)
     ref = copy.deepcopy(net)
     graphed = GraphedSupernet(net, amp=amp, capped=capped)
-    # 8 subnets: blocks meet the same op pair again with other masks (replays, not captures)
     subs = [sample_subnet("nasrec-full", s) for s in range(8)]
-    tol = {"rtol": 2e-2, "atol": 2e-2} if amp else {"rtol": 1e-5, "atol": 1e-5}
+    names = [n for n, _ in net.named_parameters()]
     for k, sub in enumerate(subs):
         dense, sparse = (t.to(dev) for t in tiny_batch(64, k))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             out = graphed(dense, sparse, sub)
             want = static_forward(ref, dense, sparse, sub, capped=capped)
+        tol = {"rtol": 2e-2, "atol": 2e-2} if amp else {"rtol": 1e-5, "atol": 1e-5}
         torch.testing.assert_close(out, want, **tol)
         out.square().mean().backward()
         want.square().mean().backward()
-        for (name, p), q in zip(net.named_parameters(), ref.parameters(), strict=True):
-            if q.grad is None:
-                assert p.grad is None or not p.grad.any(), name
+        got, eager = _grads(net), _grads(ref)
+        exact = eager
+        if amp:
+            static_forward(ref, dense, sparse, sub, capped=capped).square().mean().backward()
+            exact = _grads(ref)
+        norms = [float(x.norm()) for x in exact if x is not None and x.any()]
+        floor = 0.01 * statistics.median(norms)  # exact gradients near 0: no relative scale
+        for name, g, e, x in zip(names, got, eager, exact, strict=True):
+            if x is None:
+                assert g is None or not g.any(), name
+            elif not amp:
+                torch.testing.assert_close(g, x, rtol=1e-5, atol=1e-5, msg=name)
             else:
-                torch.testing.assert_close(p.grad, q.grad, **tol, msg=name)
-        net.zero_grad(set_to_none=True)
-        ref.zero_grad(set_to_none=True)
+                scale = max(float(x.norm()), floor)
+                err_g, err_e = float((g - x).norm()) / scale, float((e - x).norm()) / scale
+                assert err_g <= max(4 * err_e, 0.05), (name, err_g, err_e)
     assert 0 < graphed.captured() <= sum(len(s.live_blocks()) for s in subs)
 
 
@@ -138,78 +160,25 @@ def test_capture_arguments_without_a_gpu(monkeypatch):
     sx, sy = seen["sample"]
     assert sx is not x and torch.equal(sx, x) and sx.requires_grad and not sy.requires_grad
     assert g.captured() == 1 and not HOST_CUDA_LOCK.locked()
-    # a block's capture: every input after the mask requires grad (detached nodes included)
-    mask = torch.ones(3)
-    g._capture(("b",), net.head, mask, x, y, every_grad=True)
-    sm, sx, sy = seen["sample"]
-    assert not sm.requires_grad and sx.requires_grad and sy.requires_grad
 
 
-def test_block_graphs_are_keyed_by_batch_size(monkeypatch):
-    """A graph replays one batch size: another size is another capture, not a failed copy into
-    the first one's static inputs (checked with a stand-in capture, so it runs anywhere)."""
-    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample, **kw: module)
-    net = Supernet("nasrec-full", TABLES, N_DENSE).train()
-    g = GraphedSupernet(net, amp=False)
-    sub = sample_subnet("nasrec-full", 3)
-    for rows in (4, 4, 6):
-        static_forward(net, *tiny_batch(rows, 0), sub, run_block=g._run_block)
-    assert g.captured() == 2 * len(sub.live_blocks())
-
-
-def test_block_graphs_are_keyed_by_size_classes(monkeypatch):
-    """Widths in one size class share a graph; another class is another capture (stand-in
-    capture, so it runs anywhere)."""
-    from models.nas.space import subnet_from_dict
-
-    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample, **kw: module)
-    net = Supernet("nasrec-full", TABLES, N_DENSE).train()
-    g = GraphedSupernet(net, amp=False)
-    d = sample_subnet("nasrec-full", 3).to_dict()
-    live = len(subnet_from_dict(d).live_blocks())
-    seen = []
-    for width, tokens in ((256, 48), (512, 64), (1024, 64), (16, 16)):  # classes 512/64 twice
-        for b in d["blocks"]:
-            b.update(dense_width=width, sparse_tokens=tokens)
-        static_forward(net, *tiny_batch(4, 0), subnet_from_dict(d), run_block=g._run_block)
-        seen.append(g.captured())
-    assert seen == [live, live, 2 * live, 3 * live]
-    assert {k[3] for k in g._blocks} == {(512, 64), (1024, 64), (128, 32)}
-    # capped=False: one graph per block and op pair whatever the sizes
-    g = GraphedSupernet(net, amp=False, capped=False)
-    for width in (16, 1024):
-        for b in d["blocks"]:
-            b["dense_width"] = width
-        static_forward(net, *tiny_batch(4, 0), subnet_from_dict(d), run_block=g._run_block)
-    assert g.captured() == live and {k[3] for k in g._blocks} == {None}
-
-
+@cuda
 def test_blocks_run_eagerly_without_gpu_memory_for_a_graph(monkeypatch):
-    """Short of free GPU memory a block runs eagerly (same result, nothing kept) and a warning
-    says so once; the room test by hand (stand-ins for the capture and the memory query)."""
-    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample, **kw: module)
-    net = Supernet("nasrec-full", TABLES, N_DENSE).train()
-    g = GraphedSupernet(net, amp=False)
+    """Short of free GPU memory a block key is not captured: it runs eagerly (same result) and a
+    warning says so once."""
+    import models.nas.chain as chain_mod
+
+    dev = torch.device("cuda")
+    net = Supernet("nasrec-full", TABLES, N_DENSE, seed=0).to(dev)
     sub = sample_subnet("nasrec-full", 3)
-    batch = tiny_batch(4, 0)
-    want = static_forward(net, *batch, sub)
-    monkeypatch.setattr(g, "_room_for_graph", lambda device: False)
-    got = static_forward(net, *batch, sub, run_block=g._run_block)
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
-    assert g.captured() == 0 and g.eager_blocks == len(sub.live_blocks())
-    monkeypatch.undo()
+    dense, sparse = (t.to(dev) for t in tiny_batch(16, 0))
+    want = static_forward(net, dense, sparse, sub)
     g = GraphedSupernet(net, amp=False)
-    cuda_dev = torch.device("cuda")
-    assert g._room_for_graph(torch.device("cpu"))
-    g.graph_bytes = 2**30  # needs 2 x 1 GiB + 8 / 10 GiB: 2.8 GiB free + 1 GiB cached, unused
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 5 * 2**30)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 4 * 2**30)
-    need = 2 * 2**30 + 8 * 2**30 // 10 - 2**30
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (need, 8 * 2**30))
-    assert g._room_for_graph(cuda_dev)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (need - 1, 8 * 2**30))
+    monkeypatch.setattr(chain_mod, "room_for_graph", lambda device, need: (False, 0.5))
     with pytest.warns(UserWarning, match="run eagerly"):
-        assert not g._room_for_graph(cuda_dev)
+        got = g(dense, sparse, sub)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert g.captured() == 0 and g.eager_blocks == len(sub.live_blocks())
 
 
 def test_predict_runs_in_eval_mode_and_restores_the_mode(tiny_data):

@@ -126,23 +126,46 @@ def test_block_mask_by_hand(spaces):
     np.testing.assert_array_equal(m[32:], [0, 0, 0, 1])
 
 
-def test_unread_nodes_come_detached(spaces):
-    """block_inputs hands a block the nodes its subnet reads as they are and the others detached
-    (their gradient is exactly zero: autograd then skips adding it)."""
+def test_slot_layout_by_hand(spaces):
+    """Blocks read every earlier node in a slot of the maximum size (node 0 zero-padded), and
+    the input products' weights are rearranged to match."""
     from models.nas.space import subnet_from_dict
-    from models.nas.static import StaticBlock, block_inputs
+    from models.nas.static import StaticBlock, block_inputs, slot_columns
+
+    w = torch.arange(2 * 19.0).view(2, 19)  # 3 stem columns + one node of 16
+    got = slot_columns(w, 3, 16)
+    assert got.shape == (2, 32)
+    torch.testing.assert_close(got[:, :3], w[:, :3])
+    assert not got[:, 3:16].any()
+    torch.testing.assert_close(got[:, 16:], w[:, 3:])
+    torch.testing.assert_close(slot_columns(w[:, :3], 3, 16)[:, :3], w[:, :3])  # block 0
 
     net = Supernet("tiny", TABLES, N_DENSE)
-    lay = Layout.of(TINY, N_DENSE, len(TABLES))
+    lay = Layout.of(TINY, N_DENSE, len(TABLES))  # W 16, slot 4 + 8 tokens
     d = sample_subnet("tiny", 0).to_dict()
     d["blocks"][2].update(dense_op="fc", sparse_op="efc", dense_inputs=[0, 2], sparse_inputs=[1])
+    d["blocks"][1].update(dense_op="sum", dense_inputs=[1, 0])
     sub = subnet_from_dict(d)
-    nodes_d = [torch.ones(2, 3 if j == 0 else 16, requires_grad=True) for j in range(3)]
-    nodes_s = [torch.ones(2, 3, 16, requires_grad=True) for _ in range(3)]
-    blk = StaticBlock(net.blocks[2], 2, "fc", "efc", lay)
-    got = block_inputs(blk, sub, nodes_d, nodes_s)
-    assert [x.requires_grad for x in got] == [True, False, True, False, True, False]
-    assert got[0] is nodes_d[0] and got[4] is nodes_s[1]
+    nodes_d = [torch.randn(2, N_DENSE if j == 0 else 16) for j in range(3)]
+    nodes_s = [torch.randn(2, len(TABLES) if j == 0 else 12, 16) for j in range(3)]
+    dense_in, sparse_in = block_inputs(
+        StaticBlock(net.blocks[2], 2, "fc", "efc", lay), sub, nodes_d, nodes_s, None
+    )
+    assert dense_in.shape == (2, 3 * 16) and sparse_in.shape == (2, 16, 3 * 12)
+    torch.testing.assert_close(dense_in[:, :N_DENSE], nodes_d[0])
+    assert not dense_in[:, N_DENSE:16].any()
+    torch.testing.assert_close(dense_in[:, 32:], nodes_d[2])
+    torch.testing.assert_close(sparse_in[:, :, : len(TABLES)], nodes_s[0].transpose(1, 2))
+    assert not sparse_in[:, :, len(TABLES) : 12].any()
+    torch.testing.assert_close(sparse_in[:, :, 24:], nodes_s[2].transpose(1, 2))
+    # a binary op reads its (left, right) pair of slots
+    dense_in, _ = block_inputs(
+        StaticBlock(net.blocks[1], 1, "sum", "efc", lay), sub, nodes_d, nodes_s, None
+    )
+    left, right = dense_in  # block 1's binary inputs are W wide (block 0's: the stem's width)
+    torch.testing.assert_close(left, nodes_d[1])
+    torch.testing.assert_close(right[:, :N_DENSE], nodes_d[0])
+    assert right.shape == (2, 16) and not right[:, N_DENSE:].any()
 
 
 def test_masked_layer_norm_by_hand():
@@ -156,3 +179,7 @@ def test_masked_layer_norm_by_hand():
     s = 1 / np.sqrt(1 + 1e-5)
     expected = torch.tensor([[2 * -s + 0.5, s - 0.5, 0.0]], dtype=torch.float32)
     torch.testing.assert_close(out, expected)
+    # with the ReLU fused in (the FC op's): the negative feature goes to 0
+    relu = masked_layer_norm(y, ln, torch.tensor([1.0, 1.0, 0.0]), relu=True)
+    torch.testing.assert_close(relu, expected.clamp_min(0))
+    assert relu[0, 0] == 0 and relu[0, 1] > 0

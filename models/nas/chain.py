@@ -1,0 +1,352 @@
+"""Sampled single paths through the supernet over shared node buffers: the blocks' forward and
+backward are run block by block by this module, not by autograd across blocks. On CUDA each
+block key (block, dense op, sparse op, size classes, batch size) is one captured forward graph and
+one backward graph; elsewhere the same two functions run eagerly.
+
+Why: per-block graphs made with torch.cuda.make_graphed_callables (session 7) copy every input
+into the graph's own static inputs at each replay (all earlier nodes: ~2 GB per step at batch
+8192), keep per graph its own inputs and input gradients (~0.32 GiB per graph at 8192: 196 graphs
+took 63 GiB), and hand each node's gradient back to autograd, which sums the readers' gradients in
+kernels of their own. Here:
+- Node buffers: dense `nd` [B, N, W] and sparse `ns` [B, 16, N, T + 8] (features first) hold
+  every node's output in its slot (N = blocks + 1; slot 0 is the stem, zero-padded: the slot
+  layout of models/nas/static.py). A block reads all earlier slots as one strided view (no copy,
+  no concatenation) and writes its own slot.
+- Gradient buffers `gd`, `gs` of the same shapes. A block's backward reads its output gradient
+  from its own slot, complete by then (every reader of a node comes later in the forward, so
+  earlier in the backward), and its input products add their input gradients into the earlier
+  slots inside their matmuls (`static.project`: beta = 1).
+- A block's parameter gradients are written into per-parameter buffers, assigned as `.grad`
+  (each parameter belongs to one block, so a step writes each at most once).
+- One graph memory pool per block position: what a key keeps between its forward and backward
+  replay is reused by every other key of that position, never two of which run in one step.
+To autograd the whole chain is one function (`_Chain`) from the embedding output to the head's
+input, so `loss.backward()` drives it and the embedding and head stay ordinary modules.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.nas.ops import EMB
+from models.nas.runtime import HOST_CUDA_LOCK
+from models.nas.space import Subnet, get_space
+from models.nas.static import Layout, StaticBlock, block_caps, subnet_masks
+
+
+@dataclass
+class NodeBuffers:
+    """Node outputs and their gradients in the slot layout, plus the per-step control data the
+    graphs read (so a replay needs no inputs of its own)."""
+
+    nd: torch.Tensor  # [B, N, W] dense node outputs
+    ns: torch.Tensor  # [B, 16, N, T + 8] sparse node outputs, features first
+    gd: torch.Tensor  # gradients of nd
+    gs: torch.Tensor  # gradients of ns
+    mask_flat: torch.Tensor  # every block's packed mask (static.block_mask), concatenated
+    masks: list[torch.Tensor]  # block i's, a view of mask_flat
+    # [B, 2, W] per block: a binary op's (left, right) nodes, copied in before it runs (one per
+    # block: the backward reads them; separate tensors: separate autograd version counters)
+    pairs: list[torch.Tensor]
+    gpair: torch.Tensor  # [B, 2, W]: their gradients, added into gd after its backward
+
+    @classmethod
+    def make(cls, layout: Layout, batch: int, dtype: torch.dtype, device: torch.device) -> Any:
+        n = layout.n_blocks + 1
+        nd = torch.zeros(batch, n, layout.width, dtype=dtype, device=device)
+        ns = torch.zeros(batch, EMB, n, layout.slot, dtype=dtype, device=device)
+        sizes = [layout.mask_size(i) for i in range(layout.n_blocks)]
+        flat = torch.zeros(sum(sizes), device=device)
+        pairs = [torch.zeros(batch, 2, layout.width, dtype=dtype, device=device)
+                 for _ in range(layout.n_blocks)]  # fmt: skip
+        return cls(nd, ns, torch.zeros_like(nd), torch.zeros_like(ns), flat,
+                   list(flat.split(sizes)), pairs, torch.zeros_like(pairs[0]))  # fmt: skip
+
+    def load_masks(self, masks: list[np.ndarray]) -> None:
+        """This step's masks into the device buffer (pinned, asynchronous)."""
+        src = torch.from_numpy(np.concatenate(masks))
+        if self.mask_flat.is_cuda:  # the host allocator keeps a pinned block until it is copied
+            src = src.pin_memory()
+        self.mask_flat.copy_(src, non_blocking=True)
+
+
+@dataclass
+class _Run:
+    """A live block of one step: its entry, and a binary op's (left, right) node indices."""
+
+    entry: _Entry
+    pair: tuple[int, int] | None
+
+
+@dataclass
+class _Entry:
+    """One block key: its block, and once captured its (forward, backward) graphs."""
+
+    block: StaticBlock
+    params: list[nn.Parameter]
+    grad_params: list[nn.Parameter] = field(default_factory=list)  # those that get a gradient
+    graphs: tuple[Any, Any] | None = None
+    outs: tuple[torch.Tensor, torch.Tensor] | None = None  # eager: outputs kept for the backward
+
+
+class _Chain(torch.autograd.Function):
+    """Embedding output [B, n_sparse, 16] -> the head's input [B, W + (T + 8) 16], through the
+    live blocks of a plan (`BlockChain._forward`, `BlockChain._backward`)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, chain: BlockChain, plan: list, bufs: NodeBuffers, dense: torch.Tensor,
+        emb: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        ctx.chain, ctx.plan, ctx.bufs = chain, plan, bufs
+        return chain._forward(plan, bufs, dense, emb)
+
+    @staticmethod
+    def backward(ctx: Any, gh: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return None, None, None, None, ctx.chain._backward(ctx.plan, ctx.bufs, gh)
+
+
+def room_for_graph(device: torch.device, need_bytes: int) -> tuple[bool, float]:
+    """Whether a capture that may take `need_bytes` fits in GPU memory, and the free GiB: free
+    memory (the device's, plus what PyTorch's allocator holds unused: it gives that back when
+    short) of at least twice `need_bytes` plus a tenth of the device. Always True off CUDA."""
+    if device.type != "cuda":
+        return True, float("inf")
+    free, total = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return free >= 2 * need_bytes + total // 10, free / 2**30
+
+
+class BlockChain:
+    """Callable `(dense, sparse, subnet) -> logits` for training sampled subnets of `net` at
+    static shapes (models/nas/static.py) over shared node buffers. `graphs`: capture each block
+    key as CUDA graphs on first use (CUDA only; a key whose capture would not fit in GPU memory
+    runs eagerly, with one warning). Holds the supernet; owns no weights."""
+
+    def __init__(
+        self, net: nn.Module, *, capped: bool = True, graphs: bool = False, warmup_iters: int = 2
+    ) -> None:
+        self.net, self.capped, self.graphs, self.warmup_iters = net, capped, graphs, warmup_iters
+        self.space = get_space(net.space.name)
+        self.layout = Layout.of(self.space, net.n_dense, len(net.table_sizes))
+        self._entries: dict[tuple, _Entry] = {}
+        self._buffers: dict[tuple, NodeBuffers] = {}
+        self._grads: dict[int, torch.Tensor] = {}  # id(parameter) -> its gradient buffer
+        self._pools: dict[int, Any] = {}  # block position -> graph memory pool
+        self._stream: Any = None  # the one capture stream (pools are shared per stream)
+        self._amp = False
+        self.capture_s = 0.0
+        self.graph_bytes = 0  # the most GPU memory one key's capture has taken
+        self.eager_blocks = 0  # block runs left eager for want of GPU memory
+
+    def parameters(self) -> Any:
+        return self.net.parameters()
+
+    def captured(self) -> int:
+        return sum(e.graphs is not None for e in self._entries.values())
+
+    def keys(self) -> list[tuple]:
+        return list(self._entries)
+
+    def __call__(self, dense: torch.Tensor, sparse: torch.Tensor, subnet: Subnet) -> torch.Tensor:
+        net, batch = self.net, dense.shape[0]
+        self._amp = dense.is_cuda and torch.is_autocast_enabled("cuda")
+        dtype = torch.get_autocast_dtype("cuda") if self._amp else dense.dtype
+        bufs = self._buffers.get((batch, dtype))
+        if bufs is None:
+            bufs = NodeBuffers.make(self.layout, batch, dtype, dense.device)
+            self._buffers[(batch, dtype)] = bufs
+        plan = self._plan(subnet, batch, bufs)
+        emb = net.embedding(sparse.long() + net.offsets)
+        h = _Chain.apply(self, plan, bufs, dense, emb)
+        return F.linear(h, net.head.weight, net.head.bias).squeeze(-1)
+
+    def _plan(self, subnet: Subnet, batch: int, bufs: NodeBuffers) -> list[_Run | None]:
+        """Each block's run (None: dead), its entry created on first use; uploads the masks."""
+        live = set(subnet.live_blocks())
+        plan: list[_Run | None] = []
+        for i, b in enumerate(subnet.blocks):
+            if i not in live:
+                plan.append(None)
+                continue
+            caps = block_caps(self.space, b.dense_width, b.sparse_tokens) if self.capped else None
+            key = (i, b.dense_op, b.sparse_op, caps, batch)
+            e = self._entries.get(key)
+            if e is None:
+                blk = StaticBlock(self.net.blocks[i], i, b.dense_op, b.sparse_op, self.layout, caps)
+                e = self._entries[key] = _Entry(blk, list(blk.parameters()))
+            plan.append(_Run(e, b.dense_inputs if e.block.binary else None))
+        bufs.load_masks(subnet_masks(subnet, self.layout))
+        return plan
+
+    def _forward(
+        self, plan: list[_Run | None], bufs: NodeBuffers, dense: torch.Tensor, emb: torch.Tensor
+    ) -> torch.Tensor:
+        lay, batch = self.layout, dense.shape[0]
+        bufs.nd[:, 0, : lay.n_dense].copy_(dense)
+        bufs.ns[:, :, 0, : lay.n_sparse].copy_(emb.transpose(1, 2))
+        for i, run in enumerate(plan):
+            if run is None:  # dead: read by no live block, but its slot must hold finite values
+                bufs.nd[:, i + 1].zero_()
+                bufs.ns[:, :, i + 1].zero_()
+                continue
+            e = run.entry
+            if run.pair is not None:  # a binary op's nodes: plain copies, launched from here
+                for k, j in enumerate(run.pair):
+                    bufs.pairs[i][:, k].copy_(bufs.nd[:, j])
+            if e.graphs is not None:
+                e.graphs[0].replay()
+            elif self.graphs and dense.is_cuda and self._room(dense.device):
+                self._capture(e, bufs)
+                e.graphs[0].replay()
+            else:
+                with self._autocast():
+                    e.outs = self._block_forward(e, bufs)
+        last = lay.n_blocks
+        sparse = bufs.ns[:, :, last].transpose(1, 2).reshape(batch, -1)
+        return torch.cat([bufs.nd[:, last], sparse], 1)
+
+    def _backward(self, plan: list[_Run | None], bufs: NodeBuffers, gh: torch.Tensor) -> Any:
+        lay, batch = self.layout, gh.shape[0]
+        last = lay.n_blocks
+        bufs.gd.zero_()
+        bufs.gs.zero_()
+        bufs.gd[:, last].copy_(gh[:, : lay.width])
+        bufs.gs[:, :, last].copy_(gh[:, lay.width :].view(batch, lay.slot, EMB).transpose(1, 2))
+        for run in reversed([r for r in plan if r is not None]):
+            e = run.entry
+            if e.graphs is not None:
+                e.graphs[1].replay()
+            else:
+                e.grad_params = self._block_backward(e, e.outs, bufs)
+                e.outs = None
+            if run.pair is not None:
+                width = lay.left_width(e.block.i)
+                for k, j in enumerate(run.pair):
+                    bufs.gd[:, j, :width].add_(bufs.gpair[:, k, :width])
+            for p in e.grad_params:
+                g = self._grads[id(p)]
+                p.grad = g if p.grad is None else p.grad + g
+        return bufs.gs[:, :, 0, : lay.n_sparse].transpose(1, 2)  # the embedding output's
+
+    def _block_forward(self, e: _Entry, bufs: NodeBuffers) -> tuple[torch.Tensor, ...]:
+        """Block e's outputs from the buffers, written into its slot (zero-padded); returns them
+        with their autograd history, and a binary op's inputs, for `_block_backward`."""
+        blk, lay, batch = e.block, self.layout, bufs.nd.shape[0]
+        n = blk.i + 1
+        with torch.enable_grad():
+            if blk.binary:
+                width = lay.left_width(blk.i)
+                pair = bufs.pairs[blk.i][:, :, :width].detach().requires_grad_()
+                dense_in, sink_d = pair.unbind(1), None
+            else:  # views, not copies: `view` raises rather than copy
+                dense_in, sink_d = bufs.nd[:, :n].view(batch, -1), bufs.gd[:, :n].view(batch, -1)
+            sparse_in = bufs.ns[:, :, :n].view(batch, EMB, -1)
+            sink_s = bufs.gs[:, :, :n].view(batch, EMB, -1)
+            outs = blk.parts(bufs.masks[blk.i], dense_in, sparse_in, (sink_d, sink_s))
+        with torch.no_grad():
+            for dst, src in zip(self._out_slots(blk, bufs.nd, bufs.ns), outs, strict=True):
+                dst.copy_(src)
+            for pad in self._pad_slots(blk, bufs.nd, bufs.ns):
+                pad.zero_()
+        return (*outs, pair) if blk.binary else outs
+
+    def _block_backward(
+        self, e: _Entry, outs: tuple[torch.Tensor, ...], bufs: NodeBuffers
+    ) -> list[nn.Parameter]:
+        """Block e's backward from its slot's output gradient: input gradients added into the
+        gradient buffers (a binary op's: written into `gpair`), parameter gradients written
+        into theirs. Returns the parameters that got one."""
+        blk = e.block
+        grad_out = self._out_slots(blk, bufs.gd, bufs.gs)
+        leaves = [*e.params, outs[3]] if blk.binary else e.params
+        grads = torch.autograd.grad(outs[:3], leaves, grad_out, allow_unused=True)
+        if blk.binary:
+            width = self.layout.left_width(blk.i)
+            bufs.gpair[:, :, :width].copy_(grads[-1])
+        used = []
+        for p, g in zip(e.params, grads, strict=False):
+            if g is not None:
+                self._grad_buffer(p).copy_(g)
+                used.append(p)
+        return used
+
+    def _out_slots(
+        self, blk: StaticBlock, dense: torch.Tensor, sparse: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where block `blk`'s `parts` go in node (or gradient) buffers: its dense slot's first
+        wc columns and its sparse slot's first tc tokens and last 8, token-major views."""
+        n, t = blk.i + 1, self.layout.tokens
+        tok = sparse[:, :, n].transpose(1, 2)
+        return dense[:, n, : blk.wc], tok[:, : blk.tc], tok[:, t:]
+
+    def _pad_slots(
+        self, blk: StaticBlock, dense: torch.Tensor, sparse: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """The rest of block `blk`'s slots: zeros past its size classes."""
+        n, lay = blk.i + 1, self.layout
+        pads = [dense[:, n, blk.wc :]] if blk.wc < lay.width else []
+        if blk.tc < lay.tokens:
+            pads.append(sparse[:, :, n, blk.tc : lay.tokens])
+        return pads
+
+    def _grad_buffer(self, p: nn.Parameter) -> torch.Tensor:
+        g = self._grads.get(id(p))
+        if g is None:
+            g = self._grads[id(p)] = torch.zeros_like(p)
+        return g
+
+    def _autocast(self) -> Any:
+        """bf16 autocast as the caller's, without the weight-cast cache (a cast inside a graph
+        must be replayed, not remembered)."""
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self._amp, cache_enabled=False)
+
+    def _room(self, device: torch.device) -> bool:
+        ok, free_gib = room_for_graph(device, self.graph_bytes)
+        if not ok:
+            if not self.eager_blocks:
+                warnings.warn(
+                    f"GPU memory: {self.captured()} block keys captured, {free_gib:.1f} GiB free; "
+                    "keys not captured yet run eagerly (slower, same result)",
+                    stacklevel=5,
+                )
+            self.eager_blocks += 1
+        return ok
+
+    def _capture(self, e: _Entry, bufs: NodeBuffers) -> None:
+        """Warm up, then capture e's forward and backward as graphs in its position's pool. The
+        warm-up runs write e's output slot (the values the replay writes too), add into the
+        gradient buffers (zeroed before the backward) and write parameter-gradient buffers
+        (rewritten by the backward replay): no effect on the step."""
+        t0 = time.perf_counter()
+        device = bufs.nd.device
+        for p in e.params:  # allocated outside the graph pool: they outlive every capture
+            self._grad_buffer(p)
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(device)
+        stream = self._stream
+        pool = self._pools.setdefault(e.block.i, torch.cuda.graph_pool_handle())
+        before = torch.cuda.memory_reserved(device)
+        with HOST_CUDA_LOCK, self._autocast():
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(self.warmup_iters):
+                    e.grad_params = self._block_backward(e, self._block_forward(e, bufs), bufs)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            fwd, bwd = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+            with torch.cuda.graph(fwd, pool=pool, stream=stream):
+                outs = self._block_forward(e, bufs)
+            with torch.cuda.graph(bwd, pool=pool, stream=stream):
+                self._block_backward(e, outs, bufs)
+            del outs  # its memory returns to the pool, for this position's other keys
+        e.graphs = (fwd, bwd)
+        self.graph_bytes = max(self.graph_bytes, torch.cuda.memory_reserved(device) - before)
+        self.capture_s += time.perf_counter() - t0

@@ -1,0 +1,161 @@
+"""Sampled subnets over shared node buffers (models/nas/chain.py), run eagerly on the CPU: the same
+logits and gradients as the autograd static path (tested against the sliced path in
+test_static.py); keys; buffers rewritten each step. CUDA-graph replays: test_graphs.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.nas.chain import BlockChain, room_for_graph
+from models.nas.space import SPACES, sample_subnet, subnet_from_dict
+from models.nas.static import static_forward
+from models.nas.supernet import Supernet
+
+from .conftest import N_DENSE, TABLES, TINY, tiny_batch
+from .test_static import CLASSES, IDENT
+
+
+@pytest.fixture
+def spaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    for s in (TINY, IDENT, CLASSES):
+        monkeypatch.setitem(SPACES, s.name, s)
+
+
+def _grads(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, p in net.named_parameters():
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        out[name] = g.to_dense() if g.is_sparse else g.clone()
+    net.zero_grad(set_to_none=True)
+    return out
+
+
+def _float64_net(space: str, seed: int) -> Supernet:
+    torch.manual_seed(seed)
+    net = Supernet(space, TABLES, N_DENSE, seed=seed).double()
+    with torch.no_grad():  # non-trivial LayerNorm affine weights
+        for name, p in net.named_parameters():
+            if name.endswith(("ln.weight", "ln1.weight", "ln2.weight")):
+                p.add_(0.3 * torch.randn_like(p))
+    return net
+
+
+@pytest.mark.parametrize(("space", "capped"), [("tiny", True), ("ident", True), ("classes", True),
+                                               ("nasrec-small", True), ("tiny", False)])  # fmt: skip
+def test_chain_equals_static_path(spaces, space, capped):
+    """Eight subnets in a row through one chain (keys met again reuse their blocks and buffers):
+    logits to 1e-12 and every parameter's gradient to 1e-10 of the largest, in float64."""
+    net = _float64_net(space, 0)
+    chain = BlockChain(net, capped=capped)
+    for seed in range(8):
+        sub = sample_subnet(space, seed)
+        dense, sparse = tiny_batch(5, seed)
+        dense = dense.double()
+        want = static_forward(net, dense, sparse, sub, capped=capped)
+        want.square().sum().backward()
+        g_want = _grads(net)
+        got = chain(dense, sparse, sub)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        got.square().sum().backward()
+        g_got = _grads(net)
+        scale = max(float(v.abs().max()) for v in g_want.values())
+        for name in g_want:
+            torch.testing.assert_close(g_got[name], g_want[name], rtol=1e-10, atol=1e-10 * scale,
+                                       msg=name)  # fmt: skip
+    assert chain.captured() == 0  # no graphs off CUDA
+
+
+def test_every_slot_a_step_reads_is_rewritten(spaces):
+    """Stale buffer contents cannot leak into a step: after poisoning every block slot and every
+    gradient buffer with NaN, a subnet with dead blocks still gives the reference values (dead
+    slots are zeroed, live ones written, gradients zeroed before the backward)."""
+    net = _float64_net("tiny", 1)
+    chain = BlockChain(net)
+    dense, sparse = tiny_batch(4, 0)
+    dense = dense.double()
+    chain(dense, sparse, sample_subnet("tiny", 0)).sum().backward()
+    net.zero_grad(set_to_none=True)
+    (bufs,) = chain._buffers.values()
+    for t in (bufs.nd[:, 1:], bufs.ns[:, :, 1:], bufs.gd, bufs.gs, bufs.gpair, *bufs.pairs):
+        t.fill_(float("nan"))
+    d = sample_subnet("tiny", 3).to_dict()
+    d["blocks"][0].update(dense_op="fc", dense_inputs=[0], sparse_inputs=[0])
+    for b in d["blocks"][1:]:  # blocks 1..5 read only the stem: block 0 is dead
+        b.update(dense_op="fc", dense_inputs=[0], sparse_inputs=[0])
+    d["blocks"][-1].update(dense_inputs=[0, 5], sparse_inputs=[5])
+    sub = subnet_from_dict(d)
+    assert 0 not in sub.live_blocks()
+    want = static_forward(net, dense, sparse, sub)
+    want.sum().backward()
+    g_want = _grads(net)
+    got = chain(dense, sparse, sub)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    got.sum().backward()
+    for name, g in _grads(net).items():
+        torch.testing.assert_close(g, g_want[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_keys_by_batch_size_and_size_classes(spaces):
+    """A key is (block, ops, size classes, batch size): widths in one class share one; another
+    class or batch size is another (at most one graph pair each on CUDA)."""
+    net = Supernet("nasrec-full", TABLES, N_DENSE).train()
+    chain = BlockChain(net)
+    d = sample_subnet("nasrec-full", 3).to_dict()
+    live = len(subnet_from_dict(d).live_blocks())
+    seen = []
+    for width, tokens, rows in ((256, 48, 4), (512, 64, 4), (1024, 64, 4), (16, 16, 4),
+                                (16, 16, 6)):  # fmt: skip
+        for b in d["blocks"]:
+            b.update(dense_width=width, sparse_tokens=tokens)
+        chain(*tiny_batch(rows, 0), subnet_from_dict(d))
+        seen.append(len(chain.keys()))
+    assert seen == [live, live, 2 * live, 3 * live, 4 * live]
+    assert {k[3] for k in chain.keys()} == {(512, 64), (1024, 64), (128, 32)}
+    # capped=False: one key per block and op pair whatever the sizes
+    chain = BlockChain(net, capped=False)
+    for width in (16, 1024):
+        for b in d["blocks"]:
+            b["dense_width"] = width
+        chain(*tiny_batch(4, 0), subnet_from_dict(d))
+    assert len(chain.keys()) == live and {k[3] for k in chain.keys()} == {None}
+
+
+def test_parameters_of_unused_ops_get_no_gradient(spaces):
+    """Only the ops a subnet runs get `.grad` (Adagrad then leaves the others alone), and a
+    training step through the chain changes exactly those and the shared parts."""
+    from models.nas.train import make_optimizer, train_step
+
+    net = Supernet("tiny", TABLES, N_DENSE, seed=0)
+    sub = sample_subnet("tiny", 2)
+    chain = BlockChain(net)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    opt = make_optimizer(net, 0.05, 1e-2)
+    dense, sparse = tiny_batch(8, 1)
+    train_step(chain, opt, (dense, sparse, (dense[:, 0] > 0).float()), 0.05, 5.0, False,
+               torch.device("cpu"), subnet=sub)  # fmt: skip
+    used = set()
+    for i in sub.live_blocks():
+        b = sub.blocks[i]
+        used |= {f"blocks.{i}.dense.{b.dense_op}.", f"blocks.{i}.sparse.{b.sparse_op}.",
+                 f"blocks.{i}.d2s.", f"blocks.{i}.s2d"}  # fmt: skip
+    for name, p in net.named_parameters():
+        in_path = name.startswith(("embedding", "head")) or any(name.startswith(u) for u in used)
+        if not in_path:
+            assert p.grad is None and torch.equal(p, before[name]), name
+    assert any(not torch.equal(p, before[n]) for n, p in net.named_parameters() if "blocks" in n)
+
+
+def test_room_for_graph_by_hand(monkeypatch):
+    """Room for a capture: free memory (the device's plus PyTorch's cached, unused) of at least
+    twice the largest capture plus a tenth of the device (stand-ins for the memory queries)."""
+    dev = torch.device("cuda")
+    assert room_for_graph(torch.device("cpu"), 10**15)[0]
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 5 * 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 4 * 2**30)
+    need = 2 * 2**30 + 8 * 2**30 // 10 - 2**30  # 2 x 1 GiB + 8 / 10 GiB, less 1 GiB cached
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (need, 8 * 2**30))
+    ok, free_gib = room_for_graph(dev, 2**30)
+    assert ok and free_gib == pytest.approx((need + 2**30) / 2**30)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (need - 1, 8 * 2**30))
+    assert not room_for_graph(dev, 2**30)[0]
