@@ -61,11 +61,11 @@ class NodeBuffers:
     @classmethod
     def make(cls, layout: Layout, batch: int, dtype: torch.dtype, device: torch.device) -> Any:
         n = layout.n_blocks + 1
-        nd = torch.zeros(batch, n, layout.width, dtype=dtype, device=device)
-        ns = torch.zeros(batch, EMB, n, layout.slot, dtype=dtype, device=device)
+        nd = torch.zeros(batch, n, layout.node_width, dtype=dtype, device=device)
+        ns = torch.zeros(batch, EMB, n, layout.node_tokens, dtype=dtype, device=device)
         sizes = [layout.mask_size(i) for i in range(layout.n_blocks)]
         flat = torch.zeros(sum(sizes), device=device)
-        pairs = [torch.zeros(batch, 2, layout.width, dtype=dtype, device=device)
+        pairs = [torch.zeros(batch, 2, layout.node_width, dtype=dtype, device=device)
                  for _ in range(layout.n_blocks)]  # fmt: skip
         return cls(nd, ns, torch.zeros_like(nd), torch.zeros_like(ns), flat,
                    list(flat.split(sizes)), pairs, torch.zeros_like(pairs[0]))  # fmt: skip
@@ -211,16 +211,17 @@ class BlockChain:
                 with self._autocast():
                     e.outs = self._block_forward(e, bufs)
         last = lay.n_blocks
-        sparse = bufs.ns[:, :, last].transpose(1, 2).reshape(batch, -1)
-        return torch.cat([bufs.nd[:, last], sparse], 1)
+        sparse = bufs.ns[:, :, last, : lay.slot].transpose(1, 2).reshape(batch, -1)
+        return torch.cat([bufs.nd[:, last, : lay.width], sparse], 1)
 
     def _backward(self, plan: list[_Run | None], bufs: NodeBuffers, gh: torch.Tensor) -> Any:
         lay, batch = self.layout, gh.shape[0]
         last = lay.n_blocks
         bufs.gd.zero_()
         bufs.gs.zero_()
-        bufs.gd[:, last].copy_(gh[:, : lay.width])
-        bufs.gs[:, :, last].copy_(gh[:, lay.width :].view(batch, lay.slot, EMB).transpose(1, 2))
+        bufs.gd[:, last, : lay.width].copy_(gh[:, : lay.width])
+        g_tokens = gh[:, lay.width :].view(batch, lay.slot, EMB).transpose(1, 2)
+        bufs.gs[:, :, last, : lay.slot].copy_(g_tokens)
         for run in reversed([r for r in plan if r is not None]):
             e = run.entry
             if e.graphs is not None:
@@ -284,19 +285,18 @@ class BlockChain:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Where block `blk`'s `parts` go in node (or gradient) buffers: its dense slot's first
         wc columns and its sparse slot's first tc tokens and last 8, token-major views."""
-        n, t = blk.i + 1, self.layout.tokens
+        n, lay = blk.i + 1, self.layout
         tok = sparse[:, :, n].transpose(1, 2)
-        return dense[:, n, : blk.wc], tok[:, : blk.tc], tok[:, t:]
+        return dense[:, n, : blk.wc], tok[:, : blk.tc], tok[:, lay.tokens : lay.slot]
 
     def _pad_slots(
         self, blk: StaticBlock, dense: torch.Tensor, sparse: torch.Tensor
     ) -> list[torch.Tensor]:
         """The rest of block `blk`'s slots: zeros past its size classes."""
         n, lay = blk.i + 1, self.layout
-        pads = [dense[:, n, blk.wc :]] if blk.wc < lay.width else []
-        if blk.tc < lay.tokens:
-            pads.append(sparse[:, :, n, blk.tc : lay.tokens])
-        return pads
+        pads = [dense[:, n, blk.wc :], sparse[:, :, n, blk.tc : lay.tokens],
+                sparse[:, :, n, lay.slot :]]  # fmt: skip
+        return [x for x in pads if x.numel()]
 
     def _grad_buffer(self, p: nn.Parameter) -> torch.Tensor:
         g = self._grads.get(id(p))

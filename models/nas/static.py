@@ -62,6 +62,16 @@ class Layout:
         return self.tokens + D2S_TOKENS
 
     @property
+    def node_width(self) -> int:
+        """Columns of a dense node slot: the widest node (W, or the stem's n_dense if wider)."""
+        return max(self.width, self.n_dense)
+
+    @property
+    def node_tokens(self) -> int:
+        """Tokens of a sparse node slot: the most any node has (T + 8, or the stem's)."""
+        return max(self.slot, self.n_sparse)
+
+    @property
     def k_max(self) -> int:
         return dot_tokens(self.width)
 
@@ -145,15 +155,17 @@ def wide(x: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_ln(
-    y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, eps: float, relu: bool
-) -> torch.Tensor:
+    y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, eps: float, relu: bool,
+    out_dtype: torch.dtype | None,
+) -> torch.Tensor:  # fmt: skip
     y = wide(y)
     count = mask.sum()
     mean = (y * mask).sum(-1, keepdim=True) / count
     xc = (y - mean) * mask
     var = xc.square().sum(-1, keepdim=True) / count
     out = (xc * torch.rsqrt(var + eps) * w + b) * mask
-    return F.relu(out) if relu else out
+    out = F.relu(out) if relu else out
+    return out if out_dtype is None else out.to(out_dtype)
 
 
 # "auto": the masked LayerNorm through torch.compile on CUDA (a dozen elementwise kernels fused into
@@ -175,15 +187,17 @@ def _allow_recompiles(n: int) -> None:
 
 def masked_layer_norm(
     y: torch.Tensor, ln: nn.LayerNorm | None, mask: torch.Tensor, eps: float = 1e-5,
-    relu: bool = False,
+    relu: bool = False, out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """LayerNorm over the features where `mask` is 1 (with the first affine weights), zero
     elsewhere: equals F.layer_norm(y[..., :d], (d,), w[:d], b[:d]) padded with zeros, then a
-    ReLU when `relu` (fused with it on CUDA). `y` and `mask` may be narrower than `ln` (a
+    ReLU when `relu`, in `out_dtype` when given (computed in float32 at least; on CUDA the ReLU
+    and the cast are fused into the kernel). `y` and `mask` may be narrower than `ln` (a
     capped block): its first affine weights are used."""
     if ln is None:
         out = wide(y) * mask
-        return F.relu(out) if relu else out
+        out = F.relu(out) if relu else out
+        return out if out_dtype is None else out.to(out_dtype)
     size = mask.shape[-1]
     w, b = ln.weight[:size], ln.bias[:size]
     if y.is_cuda and MASKED_LN["impl"] == "auto":
@@ -191,10 +205,10 @@ def masked_layer_norm(
             if "mln" not in _COMPILED:
                 _COMPILED["mln"] = torch.compile(_masked_ln, dynamic=False)
                 _allow_recompiles(64)
-            return _COMPILED["mln"](y, w, b, mask, eps, relu)
+            return _COMPILED["mln"](y, w, b, mask, eps, relu, out_dtype)
         except Exception:  # noqa: BLE001 - no compiler toolchain: the plain version
             MASKED_LN["impl"] = "eager"
-    return _masked_ln(y, w, b, mask, eps, relu)
+    return _masked_ln(y, w, b, mask, eps, relu, out_dtype)
 
 
 def token_norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
@@ -251,12 +265,17 @@ def owners(size: int, n: int) -> torch.Tensor:
     return torch.arange(n).repeat_interleave(size)
 
 
-def slot_columns(weight: torch.Tensor, first: int, size: int) -> torch.Tensor:
+def slot_columns(weight: torch.Tensor, first: int, size: int, slot: int) -> torch.Tensor:
     """A weight over the supernet's concatenated inputs [rows, first + i * size] (node 0 is
-    `first` wide, the others `size`) in the slot layout [rows, (i + 1) * size]: node 0's
-    columns zero-padded to a slot."""
-    head = F.pad(weight[:, :first], (0, size - first))
-    return torch.cat([head, weight[:, first:]], 1) if weight.shape[1] > first else head
+    `first` wide, the others `size`) in the slot layout [rows, (i + 1) * slot]: each node's
+    columns zero-padded to a slot (`slot` >= first and size)."""
+    head = F.pad(weight[:, :first], (0, slot - first))
+    rest = weight[:, first:]
+    if not rest.shape[1]:
+        return head
+    if slot > size:  # only when the stem is wider than a block's output (tiny test spaces)
+        rest = torch.cat([F.pad(c, (0, slot - size)) for c in rest.split(size, 1)], 1)
+    return torch.cat([head, rest], 1)
 
 
 class StaticBlock(nn.Module):
@@ -286,8 +305,8 @@ class StaticBlock(nn.Module):
         self.binary = dense_op in BINARY_DENSE_OPS
         device = block.d2s.weight.device
         n = i + 1
-        self.register_buffer("dense_owner", owners(layout.width, n).to(device))
-        self.register_buffer("token_owner", owners(layout.slot, n).to(device))
+        self.register_buffer("dense_owner", owners(layout.node_width, n).to(device))
+        self.register_buffer("token_owner", owners(layout.node_tokens, n).to(device))
         self.sink_d = self.sink_s = None
 
     def forward(
@@ -328,7 +347,7 @@ class StaticBlock(nn.Module):
         cols_s = m["sel_s"].index_select(0, self.token_owner)
         flags, dmask = m["flags"], m["dmask"]
         if self.binary:
-            y = self._binary(*dense_in, dmask, flags[1])
+            y = self._binary(*dense_in, dmask, flags[1], dt)
         else:
             cols_d = m["sel_d"].index_select(0, self.dense_owner)
             if self.dense_op == "fc":
@@ -344,7 +363,7 @@ class StaticBlock(nn.Module):
         if self.s2d is not None:
             fm = 0.5 * (so.sum(1).square() - so.square().sum(1))
             fm = F.linear(fm, self.s2d.weight[: self.wc], self.s2d.bias[: self.wc])
-            out_d = y + masked_layer_norm(fm, self.s2d_ln, dmask) * flags[2]
+            out_d = y + masked_layer_norm(fm, self.s2d_ln, dmask, out_dtype=dt) * flags[2]
         extra = F.linear(y, self.d2s.weight[:, : self.wc], self.d2s.bias)
         extra = extra.view(-1, D2S_TOKENS, EMB) * flags[3]
         if dt is not None:
@@ -356,13 +375,15 @@ class StaticBlock(nn.Module):
     ) -> torch.Tensor:
         """A dense input product's weight [rows, n_dense + i W] in the slot layout, unselected
         nodes' columns zeroed."""
-        return selected(weight, cols, self.layout.n_dense, self.layout.width, dt)
+        lay = self.layout
+        return selected(weight, cols, (lay.n_dense, lay.width, lay.node_width), dt)
 
     def _token_weight(
         self, weight: torch.Tensor, cols: torch.Tensor, dt: torch.dtype | None
     ) -> torch.Tensor:
         """A token projection's weight [rows, n_sparse + i (T + 8)] likewise."""
-        return selected(weight, cols, self.layout.n_sparse, self.layout.slot, dt)
+        lay = self.layout
+        return selected(weight, cols, (lay.n_sparse, lay.slot, lay.node_tokens), dt)
 
     def _fc(
         self, x: torch.Tensor, cols: torch.Tensor, dmask: torch.Tensor, dt: torch.dtype | None
@@ -370,7 +391,7 @@ class StaticBlock(nn.Module):
         lin = self.dense.linear
         w = self._dense_weight(lin.weight[: self.wc], cols, dt)
         y = project(x, w, lin.bias[: self.wc], self.sink_d)
-        return masked_layer_norm(y, self.dense.ln, dmask, relu=True)
+        return masked_layer_norm(y, self.dense.ln, dmask, relu=True, out_dtype=dt)
 
     def _dot(
         self, x: torch.Tensor, s: torch.Tensor, cols_d: torch.Tensor, cols_s: torch.Tensor,
@@ -396,11 +417,12 @@ class StaticBlock(nn.Module):
         else:
             proj = F.linear(pairs, dot.out.weight[:wc, :c], dot.out.bias[:wc])
             y = torch.lerp(wide(proj), wide(same), identity)
-        return masked_layer_norm(y, dot.ln, m["dmask"])
+        return masked_layer_norm(y, dot.ln, m["dmask"], out_dtype=dt)
 
     def _binary(
-        self, left: torch.Tensor, right: torch.Tensor, dmask: torch.Tensor, identity: torch.Tensor
-    ) -> torch.Tensor:
+        self, left: torch.Tensor, right: torch.Tensor, dmask: torch.Tensor, identity: torch.Tensor,
+        dt: torch.dtype | None,
+    ) -> torch.Tensor:  # fmt: skip
         op, wc = self.dense, self.wc
         if op.gate is not None:
             y = torch.sigmoid(F.linear(left, op.gate.weight, op.gate.bias)) * right
@@ -408,7 +430,8 @@ class StaticBlock(nn.Module):
             y = left + right
         same = padded(y, wc)
         proj = F.linear(y, op.proj.weight[:wc], op.proj.bias[:wc])
-        return masked_layer_norm(torch.lerp(wide(proj), wide(same), identity), op.ln, dmask)
+        y = torch.lerp(wide(proj), wide(same), identity)
+        return masked_layer_norm(y, op.ln, dmask, out_dtype=dt)
 
     def _efc(
         self, s: torch.Tensor, cols: torch.Tensor, tmask: torch.Tensor, dt: torch.dtype | None
@@ -439,14 +462,14 @@ class StaticBlock(nn.Module):
 
 
 def selected(
-    weight: torch.Tensor, cols: torch.Tensor, first: int, size: int, dt: torch.dtype | None
+    weight: torch.Tensor, cols: torch.Tensor, sizes: tuple[int, int, int], dt: torch.dtype | None
 ) -> torch.Tensor:
-    """An input product's weight in the slot layout (`slot_columns`) with its columns multiplied
-    by `cols` (0/1), in `dt` when given (cast first: the copies then move half the bytes; a
-    product with 0 or 1 is exact either way)."""
+    """An input product's weight in the slot layout (`slot_columns(weight, *sizes)`) with its
+    columns multiplied by `cols` (0/1), in `dt` when given (cast first: the copies then move half
+    the bytes; a product with 0 or 1 is exact either way)."""
     if dt is not None:
         weight = weight.to(dt)
-    return slot_columns(weight, first, size) * cols.to(weight.dtype)
+    return slot_columns(weight, *sizes) * cols.to(weight.dtype)
 
 
 def _autocast(x: torch.Tensor) -> bool:
@@ -466,8 +489,9 @@ def node_slots(
     """Nodes in the slot layout a block reads: dense [B, n, W] and sparse features first
     [B, 16, n, T + 8], node 0 (the stem: n_dense features, n_sparse tokens) zero-padded to a
     slot, in `dt` when given (the stem's are float32)."""
-    d = torch.stack([padded(x, layout.width) for x in nodes_d], 1)
-    s = torch.stack([F.pad(x.transpose(1, 2), (0, layout.slot - x.shape[1])) for x in nodes_s], 2)
+    d = torch.stack([padded(x, layout.node_width) for x in nodes_d], 1)
+    tokens = layout.node_tokens
+    s = torch.stack([F.pad(x.transpose(1, 2), (0, tokens - x.shape[1])) for x in nodes_s], 2)
     return (d, s) if dt is None else (d.to(dt), s.to(dt))
 
 

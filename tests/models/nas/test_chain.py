@@ -66,6 +66,29 @@ def test_chain_equals_static_path(spaces, space, capped):
     assert chain.captured() == 0  # no graphs off CUDA
 
 
+def test_chain_with_a_stem_wider_than_a_slot(spaces):
+    """20 dense features and 14 tables in the tiny space (W 16, T + 8 = 12 tokens): the node
+    buffers' slots take the stem's sizes; same results as the static path."""
+    import numpy as np
+
+    tables, n_dense = [5] * 14, 20
+    net = Supernet("tiny", tables, n_dense, seed=0).double()
+    chain = BlockChain(net)
+    rng = np.random.default_rng(0)
+    for seed in range(4):
+        sub = sample_subnet("tiny", seed)
+        dense = torch.from_numpy(rng.normal(size=(4, n_dense)))
+        sparse = torch.from_numpy(rng.integers(0, 5, (4, 14)).astype(np.int32))
+        want = static_forward(net, dense, sparse, sub)
+        want.square().sum().backward()
+        g_want = _grads(net)
+        got = chain(dense, sparse, sub)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        got.square().sum().backward()
+        for name, g in _grads(net).items():
+            torch.testing.assert_close(g, g_want[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
 def test_every_slot_a_step_reads_is_rewritten(spaces):
     """Stale buffer contents cannot leak into a step: after poisoning every block slot and every
     gradient buffer with NaN, a subnet with dead blocks still gives the reference values (dead

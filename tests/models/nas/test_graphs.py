@@ -41,11 +41,12 @@ def _grads(net: torch.nn.Module) -> list[torch.Tensor | None]:
 @pytest.mark.parametrize("amp", [False, True])
 def test_graph_replay_equals_eager_static_path(amp, capped):
     """Eight subnets (blocks meet an op pair again with other masks: replays, not captures):
-    fp32 graphs equal the eager static path to 1e-5. In bf16 the node gradients are summed in
-    another order (in the node buffers, not by autograd: the embedding's in bf16, not in
-    float32), so each gradient's norm-wise error against the float32 eager path must be within
-    4 times that of the bf16 eager path or 5 % (relative to 1 % of the median gradient norm
-    where the exact gradient is about 0): gross errors, a missing or doubled term, are O(1)."""
+    fp32 graphs equal the eager static path to 1e-5. In bf16 the rounding differs (kernels
+    fused otherwise; node gradients summed in the node buffers, not by autograd: the
+    embedding's in bf16, not in float32), so the logits' and each gradient's (norm-wise) error
+    against the float32 eager path must be within 4 times that of the bf16 eager path or 5 %
+    (of the largest logit; of the gradient's norm, at least 1 % of the median gradient norm):
+    gross errors, a missing or doubled term, are O(1)."""
     dev = torch.device("cuda")
     net = Supernet("nasrec-full", TABLES, N_DENSE, seed=0).to(dev)
     ref = copy.deepcopy(net)
@@ -57,15 +58,18 @@ def test_graph_replay_equals_eager_static_path(amp, capped):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             out = graphed(dense, sparse, sub)
             want = static_forward(ref, dense, sparse, sub, capped=capped)
-        tol = {"rtol": 2e-2, "atol": 2e-2} if amp else {"rtol": 1e-5, "atol": 1e-5}
-        torch.testing.assert_close(out, want, **tol)
         out.square().mean().backward()
         want.square().mean().backward()
         got, eager = _grads(net), _grads(ref)
-        exact = eager
-        if amp:
-            static_forward(ref, dense, sparse, sub, capped=capped).square().mean().backward()
+        exact, exact_out = eager, want
+        if amp:  # the same in float32
+            exact_out = static_forward(ref, dense, sparse, sub, capped=capped)
+            exact_out.square().mean().backward()
             exact = _grads(ref)
+            err_g, err_e = ((v - exact_out).abs().max() for v in (out, want))
+            assert err_g <= max(4 * err_e, 0.05 * exact_out.abs().max()), (err_g, err_e)
+        else:
+            torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
         norms = [float(x.norm()) for x in exact if x is not None and x.any()]
         floor = 0.01 * statistics.median(norms)  # exact gradients near 0: no relative scale
         for name, g, e, x in zip(names, got, eager, exact, strict=True):

@@ -133,12 +133,16 @@ def test_slot_layout_by_hand(spaces):
     from models.nas.static import StaticBlock, block_inputs, slot_columns
 
     w = torch.arange(2 * 19.0).view(2, 19)  # 3 stem columns + one node of 16
-    got = slot_columns(w, 3, 16)
+    got = slot_columns(w, 3, 16, 16)
     assert got.shape == (2, 32)
     torch.testing.assert_close(got[:, :3], w[:, :3])
     assert not got[:, 3:16].any()
     torch.testing.assert_close(got[:, 16:], w[:, 3:])
-    torch.testing.assert_close(slot_columns(w[:, :3], 3, 16)[:, :3], w[:, :3])  # block 0
+    torch.testing.assert_close(slot_columns(w[:, :3], 3, 16, 16)[:, :3], w[:, :3])  # block 0
+    wide = slot_columns(w, 3, 8, 20)  # a stem wider than blocks: slots of 20, two nodes of 8
+    assert wide.shape == (2, 60) and not wide[:, 3:20].any() and not wide[:, 28:40].any()
+    torch.testing.assert_close(wide[:, 20:28], w[:, 3:11])
+    torch.testing.assert_close(wide[:, 40:48], w[:, 11:])
 
     net = Supernet("tiny", TABLES, N_DENSE)
     lay = Layout.of(TINY, N_DENSE, len(TABLES))  # W 16, slot 4 + 8 tokens
@@ -183,3 +187,26 @@ def test_masked_layer_norm_by_hand():
     relu = masked_layer_norm(y, ln, torch.tensor([1.0, 1.0, 0.0]), relu=True)
     torch.testing.assert_close(relu, expected.clamp_min(0))
     assert relu[0, 0] == 0 and relu[0, 1] > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_static_path_with_a_stem_wider_than_a_slot(spaces, seed):
+    """20 dense features and 14 tables in the tiny space (W 16, T + 8 = 12 tokens): node slots
+    take the stem's sizes, the blocks' outputs are padded to them."""
+    tables, n_dense = [5] * 14, 20
+    torch.manual_seed(seed)
+    net = Supernet("tiny", tables, n_dense, seed=seed).double()
+    sub = sample_subnet("tiny", seed)
+    rng = np.random.default_rng(seed)
+    dense = torch.from_numpy(rng.normal(size=(4, n_dense)))
+    sparse = torch.from_numpy(rng.integers(0, 5, (4, 14)).astype(np.int32))
+    ref = net(dense, sparse, sub)
+    ref.square().sum().backward()
+    g_ref = _grads(net)
+    net.zero_grad(set_to_none=True)
+    out = static_forward(net, dense, sparse, sub)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    out.square().sum().backward()
+    scale = max(float(v.abs().max()) for v in g_ref.values())
+    for name, g in _grads(net).items():
+        torch.testing.assert_close(g, g_ref[name], rtol=1e-8, atol=1e-12 * scale, msg=name)
