@@ -20,7 +20,13 @@ absolute differences of parameters and sums and how many elements differ at all.
 
     PYTHONPATH=. .venv/bin/python benchmarks/fused_adagrad.py [--full] [--steps 20]
 
-Measured: (to be filled in after a GPU run)
+Measured 2026-11-26 (H200, torch 2.11, a sampled subnet's 129 gradient tensors, 62.4M elements):
+  (a) 3.51 ms, (b) 2.57 ms (1.37x); both bound by the host here (host ms within 0.02 ms of ms:
+  (b)'s Python checks, state look-ups and table build take ~2.5 ms); (c) the kernel alone
+  0.78-0.93 ms (chunks 32768-4096; 8192, the default: 0.83 ms, 1.5 TB/s). One step of (a) and
+  (b): parameters and sums bitwise equal (0 of 62,378,048 elements differ). Inside training at
+  batch 8192 the GPU sets the pace: the profile shows the kernel at 0.30 ms per step where
+  torch's step took ~2.7 ms of GPU time (benchmarks/train_supernet.py).
 """
 
 from __future__ import annotations

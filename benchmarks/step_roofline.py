@@ -41,6 +41,10 @@ each run takes seconds on the CPU):
   2.3 GB), input gradients (backward mm 5.5 GB) and their sums over the readers (add 3.2 GB).
   With the sparse inputs concatenated features-first (no transposed copy before the token
   projection): 30.8 GB, at least 6.43 ms (1.27M samples/s); the H200 measured 14.8 ms.
+  Session 8, the chain over shared node buffers (models/nas/chain.py; what the capped and static
+  paths count now; gathers and scatters count only their rows): 29.3 GB, then with masks in
+  the activations' dtype and outputs written at their size classes 20.2 GB and 408 GFLOP, at
+  least 4.21 ms (1.94M samples/s); the H200 measured 12.6 ms (~33 % of the bound).
 """
 
 from __future__ import annotations

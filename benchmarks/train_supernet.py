@@ -14,6 +14,21 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Measured 2026-11-26, session 8 (same settings; --command-steps 0 --full-steps 0 --paths 1):
+  sampled paths over shared node buffers (models/nas/chain.py: one forward and one backward graph
+  per block key, no input copies, input gradients added in the input products' matmuls) with
+  clip + Adagrad as one Triton kernel (models/nas/fused_adagrad.py): 607k samples/s (13.49 ms);
+  then masks in the activations' dtype, outputs written at their size classes, ReLU and the
+  output cast fused into the masked LayerNorm: 639k (12.82 ms), 650k and 652k (12.60, 12.57 ms)
+  in two runs. 171 block keys for 40 subnets; peak GPU memory 5.2 GiB (62.9 GiB with the
+  make_graphed_callables graphs of session 7). With --full-steps 4 --command-steps 20 --paths 2
+  every row now runs at batch 8192: full supernet 93k eager, 94k graphed; the command 41k
+  (20 steps, captures included).
+  The profile of the graphed step (--profile): ~12.4 ms of GPU work, 3.5 ms in the forward
+  graphs, 7.7 ms in the backward graphs, 0.3 ms Adagrad, 0.4 ms dense embedding gradient; the
+  host needs ~8.4 ms per step. Non-vectorised elementwise kernels (strided token-major views,
+  casts) and reductions are the largest items; the matmuls take ~1.5 ms.
+  Target 1M: still not met.
 Measured 2026-11-26, session 7 (same settings; --command-steps 0 --full-steps 0 --paths 2):
   blocks at their size classes (models/nas/static.py block_caps): 528k samples/s (15.51 ms per
   step), 196 block graphs for the 50 subnets, captured in 30.2 s, peak GPU memory 62.9 GiB;
@@ -21,12 +36,8 @@ Measured 2026-11-26, session 7 (same settings; --command-steps 0 --full-steps 0 
   55 graphs, 20.0 GiB. Size classes: 1.44x. (Eager sampled paths 164k and 187k in the two runs.)
   Then sparse inputs concatenated features-first (static.token_project reads [B, 16, tokens]
   without a transposed copy): 553k and 550k in two runs (14.82 and 14.89 ms per step).
-  Known: at batch 8192 with size classes, the later rows (--full-steps, --command-steps, more
-  --paths) ran out of the H200's memory in this script: with the ~70 GiB of block graphs alive,
-  another ~65 GiB outside the graph pools was held (not found yet: the full supernet's eager
-  step, the standalone graphs and the command's own supernet are suspects). Their figures below
-  are from the maximum-size graphs of earlier sessions.
-  Target 1M: still not met.
+  At batch 8192 the later rows ran out of the H200's memory then (~70 GiB of graphs, and more);
+  fixed in session 8.
 Measured 2026-11-26 (nasrec-full, Criteo-shaped tables capped at 0.5M rows, H200, torch 2.11, bf16
 autocast, data from the shards):
   batch 8192: sampled single paths 448k samples/s through the per-block CUDA graphs (18.3 ms per

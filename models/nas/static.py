@@ -283,9 +283,10 @@ class StaticBlock(nn.Module):
     layout's maximum sizes, its outputs computed at `caps` = (width cap, token cap) (default: the
     maximum; `block_caps` gives a subnet block's size classes) and zero-padded to the layout.
 
-    forward(mask, dense_in, sparse_in, sinks): the inputs in the slot layout (`forward`). Returns
+    forward(mask, dense_in, sparse_in, sinks): the inputs in the slot layout (`parts`). Returns
     (dense [B, W], sparse [B, T + 8, 16]), in bf16 under CUDA autocast (every consumer casts to
-    bf16 for its matmul anyway), else float32. Holds (does not copy) the supernet's modules.
+    bf16 for its matmul anyway), else float32; `parts` returns them unpadded. Holds (does not
+    copy) the supernet's modules.
     Unselected inputs are removed by zeroing their weight columns (a weight is far smaller than a
     batch of inputs): their products and their gradients are then exactly zero.
     """

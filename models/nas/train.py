@@ -6,10 +6,12 @@ Supernet recipe: each step trains the full supernet with probability max(0, 1 - 
 otherwise one single-operator any-connection subnet drawn from the run's numpy generator. Adagrad
 (eps 1e-2, no weight decay), lr 0.12 with 10 % linear warm-up then cosine to 0, grad-norm clip 5,
 batch 512, BCE-with-logits. On CUDA the forward runs under bf16 autocast. The embedding table
-has sparse gradients on the CPU (models/nas/optim.py: Adagrad and clipping for them). On CUDA the
-sampled single paths run at static shapes through per-block CUDA graphs (`graphs`: auto, on, off;
-models/nas/static.py, models/nas/graphs.py): the same function, so the same training to rounding,
-with unused weight columns getting zero gradients, which Adagrad treats as no gradient.
+has sparse gradients on the CPU (models/nas/optim.py: Adagrad and clipping for them; on CUDA one
+fused kernel, models/nas/fused_adagrad.py). On CUDA the sampled single paths run at static shapes
+through per-block CUDA graphs over shared node buffers (`graphs`: auto, on, off;
+models/nas/static.py, models/nas/chain.py, models/nas/graphs.py): the same function, so the same
+training to rounding, with unused weight columns getting zero gradients, which Adagrad treats as
+no gradient.
 
 Resume is bitwise exact on the CPU (tested). On CUDA the embedding and index_select backward
 passes use atomic adds, so a resumed run matches an uninterrupted one only to rounding.
