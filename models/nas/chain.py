@@ -94,7 +94,7 @@ class _Entry:
     params: list[nn.Parameter]
     grad_params: list[nn.Parameter] = field(default_factory=list)  # those that get a gradient
     graphs: tuple[Any, Any] | None = None
-    outs: tuple[torch.Tensor, torch.Tensor] | None = None  # eager: outputs kept for the backward
+    outs: tuple[torch.Tensor, ...] | None = None  # eager: `_block_forward`'s, for the backward
 
 
 class _Chain(torch.autograd.Function):
@@ -274,7 +274,7 @@ class BlockChain:
             width = self.layout.left_width(blk.i)
             bufs.gpair[:, :, :width].copy_(grads[-1])
         used = []
-        for p, g in zip(e.params, grads, strict=False):
+        for p, g in zip(e.params, grads[: len(e.params)], strict=True):
             if g is not None:
                 self._grad_buffer(p).copy_(g)
                 used.append(p)
