@@ -86,13 +86,18 @@ def adagrad_update_(
     eps: float,
     coef: torch.Tensor,
     chunk_elems: int = CHUNK_ELEMS,
+    *,
+    check: bool = True,
 ) -> None:
     """Clipped Adagrad on every (param, grad, sum): contiguous fp32 tensors on one device, the
     same number of elements in each triple; coef a 0-d fp32 tensor there (the clipping
     coefficient, read on the device). Updates params and sums in place; grads are left as they
     are. No host synchronisation.
-    `chunk_elems`: elements per program of the kernel (for benchmarks; any positive number)."""
-    _check(params, grads, sums, coef)
+    `chunk_elems`: elements per program of the kernel (for benchmarks; any positive number).
+    `check=False` skips the checks of the inputs (`_check`: ~3 us per triple on the host), for
+    a caller that has made them already (models/nas/optim.py `clip_and_step`)."""
+    if check:
+        _check(params, grads, sums, coef)
     if not params:
         return
     if not _use_triton(params[0]):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.nas.optim import clip_and_step, make_optimizer
+from models.nas.optim import clip_and_step, make_optimizer, optimizer_parameters
 from models.nas.runtime import (
     CHECKPOINT_FORMAT,
     BatchStream,
@@ -94,7 +94,8 @@ def train_step(
     model: Any, opt: torch.optim.Optimizer, batch: tuple, lr: float, clip: float, amp: bool,
     device: torch.device, **kwargs: Any,
 ) -> torch.Tensor:  # fmt: skip
-    """One optimiser step; returns the (device) loss tensor without synchronising."""
+    """One optimiser step; returns the (device) loss tensor without synchronising. Gradients are
+    clipped over the parameters `opt` steps (every caller's optimizer holds all its model's)."""
     dense, sparse, label = batch
     for group in opt.param_groups:
         group["lr"] = lr
@@ -103,7 +104,7 @@ def train_step(
         logits = model(dense, sparse, **kwargs)
     loss = F.binary_cross_entropy_with_logits(logits.float(), label)
     loss.backward()
-    clip_and_step(opt, model.parameters(), clip)
+    clip_and_step(opt, optimizer_parameters(opt), clip)  # a list: no module traversal
     return loss.detach()
 
 

@@ -12,6 +12,7 @@ sqrt is correctly rounded where this CPU torch build's is not always).
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 
@@ -267,3 +268,46 @@ def test_fused_clip_and_step_matches_torch(tiny, fused, clip):
         assert st.keys() == sb["state"][k].keys()
         assert torch.equal(st["step"], sb["state"][k]["step"]), k
     assert len({float(st["step"]) for st in sb["state"].values()}) > 1  # some were skipped
+
+
+def test_fused_states_cache_follows_the_optimizer(tiny):
+    """`fused_states` (the checks `clip_and_step` skips per step) is cached, and rebuilt when
+    load_state_dict replaces the state (a resume: the new sums must be the ones updated) or a
+    group is added; a parameter whose sum does not suit the kernel is left out."""
+    net = Supernet("tiny", TABLES, N_DENSE)
+    opt = make_optimizer(net, LR, EPS)
+    first = opt.fused_states()
+    assert first is opt.fused_states()
+    assert all(first[id(p)] is opt.state[p] for p in net.parameters())
+    opt.load_state_dict(opt.state_dict())
+    again = opt.fused_states()
+    assert again is not first and all(again[id(p)] is opt.state[p] for p in net.parameters())
+    extra = nn.Parameter(torch.zeros(3))
+    opt.add_param_group({"params": [extra]})
+    opt.state[extra] = {"step": torch.tensor(0.0), "sum": torch.zeros(3)}
+    grown = opt.fused_states()
+    assert grown is not again and grown[id(extra)] is opt.state[extra]
+    opt.state[extra]["sum"] = torch.zeros(6)[::2]  # strided: not for raw addresses
+    opt.load_state_dict(opt.state_dict())  # a new state object: checked again
+    assert id(extra) not in opt.fused_states()
+
+
+def test_fused_clip_and_step_after_load_state_dict(tiny, fused):
+    """After load_state_dict (new sum tensors, equal values) the fused path updates the loaded
+    sums, as torch's step does: with stale cached states it would update the old ones and the
+    loaded sums would stay behind."""
+    (a, opt_a), (b, opt_b) = _twin_supernets(False)
+    _backward(b, 0)
+    clip_and_step(opt_b, b.parameters(), 5.0)  # b's fused states are cached now
+    _backward(a, 0)
+    clip_grad_norm(a.parameters(), 5.0)
+    opt_a.step()
+    _assert_step_close_then_sync(a, opt_a, b, opt_b)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # loading aliases the tensors
+    for i in (1, 2):
+        _backward(a, i)
+        _backward(b, i)
+        clip_grad_norm(a.parameters(), 5.0)
+        opt_a.step()
+        clip_and_step(opt_b, b.parameters(), 5.0)
+        _assert_step_close_then_sync(a, opt_a, b, opt_b)
