@@ -187,19 +187,22 @@ def _allow_recompiles(n: int) -> None:
 
 def masked_layer_norm(
     y: torch.Tensor, ln: nn.LayerNorm | None, mask: torch.Tensor, eps: float = 1e-5,
-    relu: bool = False, out_dtype: torch.dtype | None = None,
+    relu: bool = False, out_dtype: torch.dtype | None = None, scale: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """LayerNorm over the features where `mask` is 1 (with the first affine weights), zero
     elsewhere: equals F.layer_norm(y[..., :d], (d,), w[:d], b[:d]) padded with zeros, then a
     ReLU when `relu`, in `out_dtype` when given (computed in float32 at least; on CUDA the ReLU
     and the cast are fused into the kernel). `y` and `mask` may be narrower than `ln` (a
-    capped block): its first affine weights are used."""
+    capped block): its first affine weights are used. `scale` (a 0-d 0/1 flag) multiplies the
+    result, folded into the affine weights (or the mask without LayerNorm): no pass over y."""
     if ln is None:
-        out = wide(y) * mask
+        out = wide(y) * (mask if scale is None else mask * scale)
         out = F.relu(out) if relu else out
         return out if out_dtype is None else out.to(out_dtype)
     size = mask.shape[-1]
     w, b = ln.weight[:size], ln.bias[:size]
+    if scale is not None:
+        w, b = w * scale, b * scale
     if y.is_cuda and MASKED_LN["impl"] == "auto":
         try:
             if "mln" not in _COMPILED:
@@ -364,9 +367,11 @@ class StaticBlock(nn.Module):
         if self.s2d is not None:
             fm = 0.5 * (so.sum(1).square() - so.square().sum(1))
             fm = F.linear(fm, self.s2d.weight[: self.wc], self.s2d.bias[: self.wc])
-            out_d = y + masked_layer_norm(fm, self.s2d_ln, dmask, out_dtype=dt) * flags[2]
-        extra = F.linear(y, self.d2s.weight[:, : self.wc], self.d2s.bias)
-        extra = extra.view(-1, D2S_TOKENS, EMB) * flags[3]
+            out_d = y + masked_layer_norm(fm, self.s2d_ln, dmask, out_dtype=dt, scale=flags[2])
+        # the dense->sparse switch folded into the weights (exact: a 0/1 flag), not the output
+        on = flags[3]
+        extra = F.linear(y, self.d2s.weight[:, : self.wc] * on, self.d2s.bias * on)
+        extra = extra.view(-1, D2S_TOKENS, EMB)
         if dt is not None:
             return out_d.to(dt), so.to(dt), extra.to(dt)
         return out_d, so, extra.to(so.dtype)
