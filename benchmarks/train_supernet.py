@@ -14,6 +14,19 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Measured 2026-11-26, session 9 (same settings; --command-steps 0 --full-steps 0 --paths 1):
+  654k samples/s (12.52 ms per step) in two runs, with the fused optimizer's host checks cached
+  and the interaction switches folded into weights; session 8's 650-652k is within noise of it.
+  --key-table: block graphs 3.14 ms forward + 7.52 ms backward per step. Per run (forward +
+  backward), Attention 1.81 ms at t 32 and 2.64 ms at t 64 against EFC's 1.24 and 1.37 ms; the
+  dense ops 1.3-1.9 ms at width class 128, Dot 2.0-3.0 ms. Attention is the largest single item
+  (~6.5 of the 10.7 ms at its ~3 runs per step). Host time per step, the GPU idle at its start:
+  ~7.4 ms (clip + Adagrad 2.2 of it, from 2.7-3.4), so the step stays GPU-bound.
+  Tried and removed: the Attention layer after its token projection as one Triton kernel each way
+  (one program per sample, the whole layer in registers, recomputed in the backward): correct to
+  1e-4 against float64, but 1.18 + 5.82 ms per t = 64 run against 0.74 + 1.88 ms (register
+  pressure of eight [64, 64] heads per program); a step took 22.7 ms.
+  Target 1M: still not met.
 Measured 2026-11-26, session 8 (same settings; --command-steps 0 --full-steps 0 --paths 1):
   sampled paths over shared node buffers (models/nas/chain.py: one forward and one backward graph
   per block key, no input copies, input gradients added in the input products' matmuls) with
@@ -119,6 +132,53 @@ def print_profile(label, step_fn, device, steps=10, warm=3):
                                     max_name_column_width=40))  # fmt: skip
 
 
+def key_table(chain, subnets, batch) -> str:
+    """GPU time of the captured block graphs per step, by dense op and width class, sparse op and
+    token class, and block position: each key's forward graph replayed alone, then forward +
+    backward pairs (a backward reads what its own forward left in the position's pool, so it is
+    never replayed alone), weighted by how often the timed subnets run that key."""
+    import collections
+
+    from models.nas.static import block_caps
+
+    runs = collections.Counter()
+    for sub in subnets:
+        live = set(sub.live_blocks())
+        for i, b in enumerate(sub.blocks):
+            if i in live:
+                caps = block_caps(chain.space, b.dense_width, b.sparse_tokens)
+                runs[(i, b.dense_op, b.sparse_op, caps, batch)] += 1 / len(subnets)
+    groups = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
+    total = [0.0, 0.0]
+    for key, entry in chain._entries.items():
+        if entry.graphs is None or not runs[key]:
+            continue
+        fwd, bwd = entry.graphs
+        ms = []
+        for pair in (False, True):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(10):
+                fwd.replay()
+                if pair:
+                    bwd.replay()
+            end.record()
+            torch.cuda.synchronize()
+            ms.append(start.elapsed_time(end) / 10)
+        f, b, w = ms[0], ms[1] - ms[0], runs[key]
+        total[0], total[1] = total[0] + f * w, total[1] + b * w
+        i, dense_op, sparse_op, (wc, tc), _ = key
+        for name in (f"dense {dense_op} w{wc}", f"sparse {sparse_op} t{tc}", f"block {i}"):
+            g = groups[name]
+            g[0], g[1], g[2] = g[0] + f * w, g[1] + b * w, g[2] + w
+    lines = [f"block graphs per step: forward {total[0]:.2f} ms, backward {total[1]:.2f} ms",
+             f"{'key group':22s} {'runs/step':>9s} {'fwd ms/step':>11s} {'bwd ms/step':>11s} "
+             f"{'fwd ms/run':>10s} {'bwd ms/run':>10s}"]  # fmt: skip
+    for name, (f, b, w) in sorted(groups.items()):
+        lines.append(f"{name:22s} {w:9.2f} {f:11.3f} {b:11.3f} {f / w:10.3f} {b / w:10.3f}")
+    return "\n".join(lines)
+
+
 def attention_table(device, batch) -> str:
     """Forward + backward time of one Attention op (t = 64 tokens) per kernel choice."""
     from models.nas import ops
@@ -164,6 +224,8 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table")
     ap.add_argument("--no-kernel-table", dest="kernel_table", action="store_false")
+    ap.add_argument("--key-table", action="store_true",
+                    help="GPU time of the block graphs per step by op, size class and block")  # fmt: skip
     ap.add_argument("--ab-pad", action="store_true", help="sampled paths with and without padding")
     ap.add_argument(
         "--no-graphs", dest="graphs", action="store_false", help="skip the CUDA-graph rows"
@@ -244,6 +306,8 @@ def main() -> None:
         s = time_steps(graphed_step, args.steps, device, warm=0)
         if args.profile:
             print_profile("CUDA-graph sampled paths (steady state)", graphed_step, device, warm=0)
+        if args.key_table:
+            notes.append(key_table(graphed.chain, subnets, bs))
         kind = "maximum sizes" if args.uncapped else "size classes"
         rows.append((f"supernet, sampled single paths, CUDA graphs ({kind}), data from shards",
                      bs / s, s * 1e3))  # fmt: skip
