@@ -21,12 +21,13 @@ Measured 2026-11-26, session 9 (same settings; --command-steps 0 --full-steps 0 
   + backward, with whichever dense op), 1.81 ms with Attention at t 32 and 2.64 ms at t 64
   against 1.24 and 1.37 ms with EFC; by dense op 1.3-1.9 ms at width class 128, Dot 2.0-3.0 ms.
   The blocks with Attention (~3 runs per step) take ~6.5 of the 10.7 ms; Attention's excess over
-  EFC is ~2.6 ms per step (1.1 at t 32, 1.5 at t 64), the largest single item. Host time per step, the GPU idle at its start:
-  ~7.4 ms (clip + Adagrad 2.2 of it, from 2.7-3.4), so the step stays GPU-bound.
+  EFC is ~2.6 ms per step (1.1 at t 32, 1.5 at t 64), the largest single item. Host time per
+  step, the GPU idle at its start: ~7.4 ms (clip + Adagrad 2.2 of it, from 2.7-3.4), so the
+  step stays GPU-bound.
   Tried and removed: the Attention layer after its token projection as one Triton kernel each way
   (one program per sample, the whole layer in registers, recomputed in the backward): correct to
-  1e-4 against float64, but 1.18 + 5.82 ms per t = 64 run against 0.74 + 1.88 ms (register
-  pressure of eight [64, 64] heads per program); a step took 22.7 ms.
+  1e-4 against float64, but 1.18 + 5.82 ms per t = 64 block run against 0.74 + 1.88 ms (likely
+  register pressure: eight [64, 64] heads per program; not profiled); a step took 22.7 ms.
   Target 1M: still not met.
 Measured 2026-11-26, session 8 (same settings; --command-steps 0 --full-steps 0 --paths 1):
   sampled paths over shared node buffers (models/nas/chain.py: one forward and one backward graph
