@@ -36,8 +36,9 @@ there: the gradients are left unscaled (the kernel scales them as it reads them)
 optimizer's step hooks do not run. Its host cost matters (a sampled path's step is ~13 ms on the
 H200, ~140 parameters with gradients): the checks of parameters and sums are cached per optimizer
 state (`SplitAdagrad.fused_states`, rebuilt after load_state_dict or add_param_group), so a step
-checks only the gradients, once (measured with the GPU idle: 2.7-3.4 -> 2.2 ms per step). Everywhere else (the CPU, sparse gradients) it is exactly the
-two calls, so CPU training and its exact resume are unchanged.
+checks only the gradients, once (measured with the GPU idle: 2.7-3.4 -> 2.2 ms per step).
+Everywhere else (the CPU, sparse gradients) it is exactly the two calls, so CPU training and its
+exact resume are unchanged.
 """
 
 from __future__ import annotations
