@@ -141,15 +141,12 @@ def key_table(chain, subnets, batch) -> str:
     never replayed alone), weighted by how often the timed subnets run that key."""
     import collections
 
-    from models.nas.static import block_caps
-
     runs = collections.Counter()
     for sub in subnets:
         live = set(sub.live_blocks())
         for i, b in enumerate(sub.blocks):
             if i in live:
-                caps = block_caps(chain.space, b.dense_width, b.sparse_tokens)
-                runs[(i, b.dense_op, b.sparse_op, caps, batch)] += 1 / len(subnets)
+                runs[chain.block_key(i, b, batch)] += 1 / len(subnets)
     groups = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
     total = [0.0, 0.0]
     for key, entry in chain._entries.items():
@@ -169,7 +166,8 @@ def key_table(chain, subnets, batch) -> str:
             ms.append(start.elapsed_time(end) / 10)
         f, b, w = ms[0], ms[1] - ms[0], runs[key]
         total[0], total[1] = total[0] + f * w, total[1] + b * w
-        i, dense_op, sparse_op, (wc, tc), _ = key
+        i, dense_op, sparse_op, caps, _ = key
+        wc, tc = caps or ("max", "max")  # --uncapped: every block at maximum sizes
         for name in (f"dense {dense_op} w{wc}", f"sparse {sparse_op} t{tc}", f"block {i}"):
             g = groups[name]
             g[0], g[1], g[2] = g[0] + f * w, g[1] + b * w, g[2] + w

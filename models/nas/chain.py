@@ -169,6 +169,14 @@ class BlockChain:
         h = _Chain.apply(self, plan, bufs, dense, emb)
         return F.linear(h, net.head.weight, net.head.bias).squeeze(-1)
 
+    def block_key(self, i: int, block: Any, batch: int) -> tuple:
+        """The key of subnet block `block` at position i: (i, dense op, sparse op, size classes
+        or None when not capped, batch size); one pair of graphs per key."""
+        caps = None
+        if self.capped:
+            caps = block_caps(self.space, block.dense_width, block.sparse_tokens)
+        return (i, block.dense_op, block.sparse_op, caps, batch)
+
     def _plan(self, subnet: Subnet, batch: int, bufs: NodeBuffers) -> list[_Run | None]:
         """Each block's run (None: dead), its entry created on first use; uploads the masks."""
         live = set(subnet.live_blocks())
@@ -177,10 +185,10 @@ class BlockChain:
             if i not in live:
                 plan.append(None)
                 continue
-            caps = block_caps(self.space, b.dense_width, b.sparse_tokens) if self.capped else None
-            key = (i, b.dense_op, b.sparse_op, caps, batch)
+            key = self.block_key(i, b, batch)
             e = self._entries.get(key)
             if e is None:
+                caps = key[3]
                 blk = StaticBlock(self.net.blocks[i], i, b.dense_op, b.sparse_op, self.layout, caps)
                 e = self._entries[key] = _Entry(blk, list(blk.parameters()))
             plan.append(_Run(e, b.dense_inputs if e.block.binary else None))
