@@ -164,8 +164,9 @@ def gpu_fusions(counter: OpCounter):  # noqa: ANN201
     from models.nas import kernels, ops, static
 
     places = ((kernels, "fused_attention", "fused_attention"), (ops, "attend", "fused_attention"),
+              (kernels, "fused_attention_qkv", "fused_attention"),
               (kernels, "token_layer_norm", "token_layer_norm"),
-              (static, "_masked_ln", "masked_layer_norm"))  # fmt: skip
+              (static, "_masked_ln", "masked_layer_norm"), (static, "_fm", "fm_term"))  # fmt: skip
     saved = [getattr(module, attr) for module, attr, _ in places]
     for (module, attr, name), fn in zip(places, saved, strict=True):
         setattr(module, attr, lambda *a, fn=fn, name=name: _Fused.apply(counter, name, fn, *a))

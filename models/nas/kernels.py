@@ -26,6 +26,7 @@ import os
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 try:  # optional: CI machines have neither triton nor a GPU
     import triton
@@ -354,53 +355,80 @@ if triton is not None:
         _store_t(dk_ptr + g, kj, sg_t, sg_d, dd, kj < T, dk * sm_scale, D)
 
     @triton.jit
-    def _ln_rows(x_ptr, M, eps, pid, N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr):
-        """Offsets, mask, centred rows (0 where masked) and 1/std of one block of ROWS rows."""
-        rows = tl.arange(0, ROWS).to(tl.int64) + pid * ROWS
+    def _ln_rows(
+        x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk,
+        N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr,
+    ):  # fmt: skip
+        """Row block `blk` of x viewed as [M = B * T rows, N] through its [B, T, N] strides: row
+        indices, token index of each row, column mask, x's offsets, centred rows (0 where
+        masked) and 1/std."""
+        rows = tl.arange(0, ROWS).to(tl.int64) + blk * ROWS
+        tok = rows % T
         cols = tl.arange(0, BN)
         mask = (rows < M)[:, None] & (cols < N)[None, :]
-        offs = rows[:, None] * N + cols[None, :]
+        offs = ((rows // T) * sx_b + tok * sx_t)[:, None] + cols[None, :] * sx_n
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         xc = tl.where(mask, x - (tl.sum(x, 1) / N)[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / N + eps)
-        return offs, mask, xc, rstd
+        return rows, tok, mask, offs, xc, rstd
 
     @triton.jit
     def _ln_fwd_kernel(
-        x_ptr, w_ptr, b_ptr, y_ptr, M, eps,
-        N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr,
+        x_ptr, w_ptr, b_ptr, tm_ptr, y_ptr, M, T, eps,
+        sx_b, sx_t, sx_n, sy_b, sy_t, sy_n,
+        N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr, RELU: tl.constexpr,
+        TMASK: tl.constexpr,
     ):  # fmt: skip
-        """y = (x - mean) / sqrt(var + eps) * w + b over rows of N contiguous features."""
-        offs, mask, xc, rstd = _ln_rows(x_ptr, M, eps, tl.program_id(0), N, BN, ROWS)
+        """y = (x - mean) / sqrt(var + eps) * w + b over rows of N features, then ReLU (RELU)
+        and times the row's token mask tm[token] (TMASK); x and y [B, T, N] with any strides."""
+        rows, tok, mask, _, xc, rstd = _ln_rows(
+            x_ptr, sx_b, sx_t, sx_n, M, T, eps, tl.program_id(0), N, BN, ROWS
+        )
         cols = tl.arange(0, BN)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         y = xc * rstd[:, None] * w[None, :] + bias[None, :]
+        if RELU:
+            y = tl.maximum(y, 0.0)
+        if TMASK:
+            y = y * tl.load(tm_ptr + tok, mask=rows < M, other=0.0).to(tl.float32)[:, None]
+        offs = ((rows // T) * sy_b + tok * sy_t)[:, None] + cols[None, :] * sy_n
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _ln_bwd_kernel(
-        x_ptr, w_ptr, dy_ptr, dx_ptr, part_ptr, M, eps, G,
-        N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr,
+        x_ptr, w_ptr, b_ptr, tm_ptr, dy_ptr, dx_ptr, part_ptr, M, T, eps, G,
+        sx_b, sx_t, sx_n, sdy_b, sdy_t, sdy_n,
+        N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr, RELU: tl.constexpr,
+        TMASK: tl.constexpr,
     ):  # fmt: skip
-        """dx of row blocks pid, pid + G, ...; this program's sums of dy * xhat and of dy into
-        rows pid and G + pid of the [2, G, N] fp32 partial buffer part_ptr."""
+        """dx (x's strides) of row blocks pid, pid + G, ...; this program's sums of g * xhat and
+        of g into rows pid and G + pid of the [2, G, N] fp32 partial buffer part_ptr, g being
+        dy times the token mask and the ReLU's gate (recomputed from x)."""
         pid = tl.program_id(0)
         cols = tl.arange(0, BN)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
+        bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         dw = tl.zeros([ROWS, BN], tl.float32)
         db = tl.zeros([ROWS, BN], tl.float32)
         for blk in range(pid, tl.cdiv(M, ROWS), G):
-            offs, mask, xc, rstd = _ln_rows(x_ptr, M, eps, blk, N, BN, ROWS)
-            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            rows, tok, mask, offs, xc, rstd = _ln_rows(
+                x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk, N, BN, ROWS
+            )
+            dofs = ((rows // T) * sdy_b + tok * sdy_t)[:, None] + cols[None, :] * sdy_n
+            g = tl.load(dy_ptr + dofs, mask=mask, other=0.0).to(tl.float32)
             xhat = xc * rstd[:, None]
-            wdy = dy * w[None, :]
+            if TMASK:
+                g = g * tl.load(tm_ptr + tok, mask=rows < M, other=0.0).to(tl.float32)[:, None]
+            if RELU:
+                g = tl.where(xhat * w[None, :] + bias[None, :] > 0.0, g, 0.0)
+            wdy = g * w[None, :]
             c1 = tl.sum(xhat * wdy, 1) / N
             c2 = tl.sum(wdy, 1) / N
             dx = (wdy - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
             tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-            dw += dy * xhat
-            db += dy
+            dw += g * xhat
+            db += g
         part = pid.to(tl.int64) * N + cols
         tl.store(part_ptr + part, tl.sum(dw, 0), mask=cols < N)
         tl.store(part_ptr + G * N + part, tl.sum(db, 0), mask=cols < N)
@@ -443,44 +471,95 @@ def _pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def _attn_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t_valid: Any) -> tuple:
+    """The forward kernel: (o token-major [B, H, T, D], lse, t_valid kernel arguments)."""
+    b, h, t, d = q.shape
+    bt = _block_t(t)
+    o = _token_major(b, h, t, d, q)
+    lse = torch.empty((b * h, bt), dtype=torch.float32, device=q.device)
+    tv_args = _tv_args(t_valid, t, lse)
+    _attn_fwd_kernel[(b * h,)](
+        q, k, v, o, lse, tv_args[0], tv_args[1], t, h, _LOG2E / math.sqrt(d),
+        *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+        D=d, DP=_pow2(d), BT=bt, TV_PTR=tv_args[2], **_attn_launch(bt),
+    )  # fmt: skip
+    return o, lse, tv_args
+
+
+def _attn_backward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, do: torch.Tensor,
+    lse: torch.Tensor, tv_args: tuple, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor,
+) -> None:  # fmt: skip
+    """The two backward kernels, writing dq, dk, dv ([B, H, T, D], any strides dk and dv share)."""
+    b, h, t, d = q.shape
+    bt = _block_t(t)
+    delta = torch.empty_like(lse)
+    tv_ptr, tv, has_ptr = tv_args
+    consts = {"D": d, "DP": _pow2(d), "BT": bt, "TV_PTR": has_ptr}
+    launch = _attn_launch(bt)
+    scales = (_LOG2E / math.sqrt(d), 1.0 / math.sqrt(d))
+    _attn_bwd_dq_kernel[(b * h,)](
+        q, k, v, o, do, lse, delta, dq, tv_ptr, tv, t, h, *scales,
+        *q.stride(), *k.stride(), *v.stride(), *o.stride(), *do.stride(), *dq.stride(),
+        **consts, **launch,
+    )  # fmt: skip
+    _attn_bwd_dkdv_kernel[(b * h,)](
+        q, k, v, do, lse, delta, dk, dv, tv_ptr, tv, t, h, *scales,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(),
+        **consts, QC=launch.pop("KC"), **launch,
+    )  # fmt: skip
+
+
+def _save_tv(ctx: Any, tv_args: tuple) -> tuple:
+    """t_valid's pointer tensor for save_for_backward; its other arguments kept on ctx."""
+    ctx.tv, ctx.has_ptr = tv_args[1], tv_args[2]
+    return (tv_args[0],)
+
+
 class _FusedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t_valid: Any) -> Any:
-        b, h, t, d = q.shape
-        bt = _block_t(t)
-        o = _token_major(b, h, t, d, q)
-        lse = torch.empty((b * h, bt), dtype=torch.float32, device=q.device)
-        tv_ptr, tv, has_ptr = _tv_args(t_valid, t, lse)
-        _attn_fwd_kernel[(b * h,)](
-            q, k, v, o, lse, tv_ptr, tv, t, h, _LOG2E / math.sqrt(d),
-            *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-            D=d, DP=_pow2(d), BT=bt, TV_PTR=has_ptr, **_attn_launch(bt),
-        )  # fmt: skip
-        ctx.save_for_backward(q, k, v, o, lse, tv_ptr)
-        ctx.tv, ctx.has_ptr = tv, has_ptr
+        o, lse, tv_args = _attn_forward(q, k, v, t_valid)
+        ctx.save_for_backward(q, k, v, o, lse, *_save_tv(ctx, tv_args))
         return o
 
     @staticmethod
     def backward(ctx: Any, do: torch.Tensor) -> Any:
         q, k, v, o, lse, tv_ptr = ctx.saved_tensors
         b, h, t, d = q.shape
-        bt = _block_t(t)
         dq, dk, dv = (_token_major(b, h, t, d, x) for x in (q, k, v))
-        delta = torch.empty_like(lse)
-        consts = {"D": d, "DP": _pow2(d), "BT": bt, "TV_PTR": ctx.has_ptr}
-        launch = _attn_launch(bt)
-        scales = (_LOG2E / math.sqrt(d), 1.0 / math.sqrt(d))
-        _attn_bwd_dq_kernel[(b * h,)](
-            q, k, v, o, do, lse, delta, dq, tv_ptr, ctx.tv, t, h, *scales,
-            *q.stride(), *k.stride(), *v.stride(), *o.stride(), *do.stride(), *dq.stride(),
-            **consts, **launch,
-        )  # fmt: skip
-        _attn_bwd_dkdv_kernel[(b * h,)](
-            q, k, v, do, lse, delta, dk, dv, tv_ptr, ctx.tv, t, h, *scales,
-            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(),
-            **consts, QC=launch.pop("KC"), **launch,
-        )  # fmt: skip
+        _attn_backward(q, k, v, o, do, lse, (tv_ptr, ctx.tv, ctx.has_ptr), dq, dk, dv)
         return dq, dk, dv, None
+
+
+def _split_qkv(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v [B, H, T, D] views of a packed [B, T, 3 H D] projection."""
+    b, t, c = qkv.shape
+    return qkv.view(b, t, 3, heads, c // (3 * heads)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+class _FusedAttentionQKV(torch.autograd.Function):
+    """`fused_attention` over a packed projection; the backward writes dq, dk, dv into one packed
+    [B, T, 3 H D] gradient (no stack of three gradients, no copy back through the permute)."""
+
+    @staticmethod
+    def forward(ctx: Any, qkv: torch.Tensor, heads: int, t_valid: Any) -> Any:
+        o, lse, tv_args = _attn_forward(*_split_qkv(qkv, heads), t_valid)
+        ctx.heads = heads
+        ctx.save_for_backward(qkv, o, lse, *_save_tv(ctx, tv_args))
+        b, h, t, d = o.shape
+        return o.transpose(1, 2).reshape(b, t, h * d)  # token-major storage: a view
+
+    @staticmethod
+    def backward(ctx: Any, do: torch.Tensor) -> Any:
+        qkv, o, lse, tv_ptr = ctx.saved_tensors
+        b, h, t, d = o.shape
+        grad = torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
+        dq, dk, dv = _split_qkv(grad, ctx.heads)
+        do = do.reshape(b, t, h, d).transpose(1, 2)  # a view when do is token-major
+        _attn_backward(*_split_qkv(qkv, ctx.heads), o, do, lse, (tv_ptr, ctx.tv, ctx.has_ptr),
+                       dq, dk, dv)  # fmt: skip
+        return grad, None, None
 
 
 def fused_attention(
@@ -504,6 +583,21 @@ def fused_attention(
     return _FusedAttention.apply(q, k, v, t_valid)
 
 
+def fused_attention_qkv(
+    qkv: torch.Tensor, heads: int, t_valid: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """`fused_attention` of a packed projection: qkv [B, T, 3 H D] (q, k, v, each H heads of D,
+    as a Linear to 3 H D makes it; viewable as [B, T, 3, H, D]) -> [B, T, H D]. On the Triton
+    path the backward writes the packed gradient directly."""
+    if qkv.dim() != 3 or qkv.shape[-1] % (3 * heads):
+        raise ValueError(f"qkv must be [B, T, 3 * {heads} * D], got {tuple(qkv.shape)}")
+    b, t, c = qkv.shape
+    if not _use_triton(qkv) or qkv.numel() == 0 or t > 128:
+        o = attention_reference(*_split_qkv(qkv, heads), t_valid)
+        return o.transpose(1, 2).reshape(b, t, c // 3)
+    return _FusedAttentionQKV.apply(qkv, heads, t_valid)
+
+
 def _ln_launch(n: int) -> tuple[int, int, int]:
     """(padded width, rows per program, warps) for N features."""
     bn = max(2, _pow2(n))
@@ -522,49 +616,71 @@ def _ln_programs(blocks: int, device: torch.device) -> int:
     return max(1, min(blocks, per))
 
 
+def _rows3(x: torch.Tensor) -> torch.Tensor:
+    """x [..., T, N] as [B, T, N] (a view where the strides allow, else a copy)."""
+    return x.reshape(-1, *x.shape[-2:]) if x.dim() >= 2 else x.reshape(1, 1, -1)
+
+
 class _TokenLayerNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> Any:
-        n = x.shape[-1]
-        x2 = x.reshape(-1, n).contiguous()
-        m = x2.shape[0]
+    def forward(
+        ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float, relu: bool,
+        token_mask: torch.Tensor | None,
+    ) -> Any:  # fmt: skip
+        x3 = _rows3(x)
+        bsz, t, n = x3.shape
+        m = bsz * t
         bn, rows, warps = _ln_launch(n)
-        y = torch.empty_like(x2)
+        y = torch.empty_like(x3)  # x's layout when x is dense (a transposed view stays one)
         w, b = w.contiguous(), b.contiguous()
+        tm = x3 if token_mask is None else token_mask.contiguous()
         _ln_fwd_kernel[(triton.cdiv(m, rows),)](
-            x2, w, b, y, m, eps, N=n, BN=bn, ROWS=rows, num_warps=warps
-        )
-        ctx.save_for_backward(x2, w)
-        ctx.eps, ctx.shape, ctx.b_dtype = eps, x.shape, b.dtype
-        return y.view(x.shape)
+            x3, w, b, tm, y, m, t, eps, *x3.stride(), *y.stride(),
+            N=n, BN=bn, ROWS=rows, RELU=relu, TMASK=token_mask is not None, num_warps=warps,
+        )  # fmt: skip
+        ctx.save_for_backward(x3, w, b, tm)
+        ctx.eps, ctx.shape, ctx.relu, ctx.tmask = eps, x.shape, relu, token_mask is not None
+        return y.reshape(x.shape)  # a view
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> Any:
-        x2, w = ctx.saved_tensors
-        m, n = x2.shape
+        x3, w, b, tm = ctx.saved_tensors
+        bsz, t, n = x3.shape
+        m = bsz * t
         bn, rows, warps = _ln_launch(n)
-        grid = _ln_programs(triton.cdiv(m, rows), x2.device)
-        dx = torch.empty_like(x2)
-        part = torch.empty((2, grid, n), dtype=torch.float32, device=x2.device)
+        grid = _ln_programs(triton.cdiv(m, rows), x3.device)
+        dx = torch.empty_like(x3)
+        dy3 = _rows3(dy)
+        part = torch.empty((2, grid, n), dtype=torch.float32, device=x3.device)
         _ln_bwd_kernel[(grid,)](
-            x2, w, dy.reshape(-1, n).contiguous(), dx, part, m, ctx.eps, grid,
-            N=n, BN=bn, ROWS=rows, num_warps=warps,
+            x3, w, b, tm, dy3, dx, part, m, t, ctx.eps, grid, *x3.stride(), *dy3.stride(),
+            N=n, BN=bn, ROWS=rows, RELU=ctx.relu, TMASK=ctx.tmask, num_warps=warps,
         )  # fmt: skip
         dweight, dbias = part.sum(1)
-        dweight, dbias = dweight.to(w.dtype), dbias.to(ctx.b_dtype)
-        return dx.view(ctx.shape), dweight, dbias, None
+        dweight, dbias = dweight.to(w.dtype), dbias.to(b.dtype)
+        return dx.reshape(ctx.shape), dweight, dbias, None, None, None
 
 
 def token_layer_norm(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5
-) -> torch.Tensor:
-    """LayerNorm over the last dim N (N <= 128) with affine weight, bias [N]: [..., N] -> x's dtype.
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5,
+    relu: bool = False, token_mask: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """LayerNorm over the last dim N (N <= 128) with affine weight, bias [N]: [..., N] -> x's dtype,
+    then a ReLU when `relu`, then times `token_mask` [T] along dim -2 (token t of every row
+    scaled by token_mask[t]) when given.
 
-    fp32 math whatever the input dtypes; the Triton path is capturable in CUDA graphs.
+    fp32 math whatever the input dtypes; the Triton path is capturable in CUDA graphs, reads x
+    through its strides ([B, T, N] views, e.g. a transposed features-first tensor, need no copy)
+    and writes the output in x's layout.
     """
     n = x.shape[-1]
     if weight.shape != (n,) or bias.shape != (n,):
         raise ValueError(f"weight and bias must be [{n}], got {weight.shape}, {bias.shape}")
+    if token_mask is not None and (x.dim() < 2 or token_mask.shape != (x.shape[-2],)):
+        raise ValueError(f"token_mask must be [{x.shape[-2] if x.dim() > 1 else 1}], "
+                         f"got {tuple(token_mask.shape)}")  # fmt: skip
     if not _use_triton(x) or x.numel() == 0 or n > 128:
-        return layer_norm_reference(x, weight, bias, eps)
-    return _TokenLayerNorm.apply(x, weight, bias, float(eps))
+        y = layer_norm_reference(x, weight, bias, eps)
+        y = F.relu(y) if relu else y
+        return y if token_mask is None else y * token_mask[:, None].to(y.dtype)
+    return _TokenLayerNorm.apply(x, weight, bias, float(eps), relu, token_mask)

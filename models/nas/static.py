@@ -168,9 +168,10 @@ def _masked_ln(
     return out if out_dtype is None else out.to(out_dtype)
 
 
-# "auto": the masked LayerNorm through torch.compile on CUDA (a dozen elementwise kernels fused into
-# a few: inside a CUDA graph its Python cost is gone, so only the GPU's counts), falling back to
-# the plain version for good if compilation fails; "eager": the plain version.
+# "auto": the masked LayerNorm and the FM term through torch.compile on CUDA (a dozen elementwise
+# kernels and reductions fused into a few, forward and backward: inside a CUDA graph their Python
+# cost is gone, so only the GPU's counts), falling back to the plain versions for good if
+# compilation fails; "eager": the plain versions.
 MASKED_LN = {"impl": "auto"}
 _COMPILED: dict[str, object] = {}
 
@@ -183,6 +184,31 @@ def _allow_recompiles(n: int) -> None:
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, name, max(n, getattr(config, name)))
+
+
+def _run_compiled(fn: Any, x: torch.Tensor, *args: Any) -> torch.Tensor:
+    """fn(x, *args), compiled (static shapes) when x is on CUDA and MASKED_LN is "auto"."""
+    if x.is_cuda and MASKED_LN["impl"] == "auto":
+        try:
+            if fn.__name__ not in _COMPILED:
+                _COMPILED[fn.__name__] = torch.compile(fn, dynamic=False)
+                _allow_recompiles(64)
+            return _COMPILED[fn.__name__](x, *args)
+        except Exception:  # noqa: BLE001 - no compiler toolchain: the plain version
+            MASKED_LN["impl"] = "eager"
+    return fn(x, *args)
+
+
+def _fm(so: torch.Tensor) -> torch.Tensor:
+    x = wide(so)
+    total = x.sum(1)
+    return (0.5 * (total.square() - x.square().sum(1))).to(so.dtype)
+
+
+def fm_term(so: torch.Tensor) -> torch.Tensor:
+    """The FM interaction of tokens so [B, t, 16] -> [B, 16]: 0.5 ((sum so)^2 - sum so^2) over
+    the tokens, computed in float32 at least, in so's dtype (one fused kernel each way on CUDA)."""
+    return _run_compiled(_fm, so)
 
 
 def masked_layer_norm(
@@ -203,20 +229,15 @@ def masked_layer_norm(
     w, b = ln.weight[:size], ln.bias[:size]
     if scale is not None:
         w, b = w * scale, b * scale
-    if y.is_cuda and MASKED_LN["impl"] == "auto":
-        try:
-            if "mln" not in _COMPILED:
-                _COMPILED["mln"] = torch.compile(_masked_ln, dynamic=False)
-                _allow_recompiles(64)
-            return _COMPILED["mln"](y, w, b, mask, eps, relu, out_dtype)
-        except Exception:  # noqa: BLE001 - no compiler toolchain: the plain version
-            MASKED_LN["impl"] = "eager"
-    return _masked_ln(y, w, b, mask, eps, relu, out_dtype)
+    return _run_compiled(_masked_ln, y, w, b, mask, eps, relu, out_dtype)
 
 
-def token_norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
-    """LayerNorm of each token over its 16 features (the fused kernel on CUDA)."""
-    return kernels.token_layer_norm(x, ln.weight, ln.bias, ln.eps)
+def token_norm(
+    x: torch.Tensor, ln: nn.LayerNorm, relu: bool = False, token_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """LayerNorm of each token over its 16 features, then a ReLU when `relu` and times the token
+    mask [t] when given (one fused kernel each way on CUDA, reading x through its strides)."""
+    return kernels.token_layer_norm(x, ln.weight, ln.bias, ln.eps, relu, token_mask)
 
 
 def token_project(
@@ -236,30 +257,65 @@ def project(
     sink in the same matmul (beta = 1) instead of returning it: no [B, K] gradient tensor, no
     separate sum over the readers of a node (models/nas/chain.py)."""
     if sink is None:
+        return linear(x, weight, bias)
+    return _Linear.apply(x, weight, bias.to(weight.dtype), sink)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """F.linear(x, weight, bias) (under CUDA autocast in its dtype, as autocast would), through
+    `_Linear` on CUDA: the bias is added in the matmul for any x whose rows are evenly strided,
+    and its gradient is a matrix-vector product (`bias_grad`). Elsewhere exactly F.linear."""
+    if not x.is_cuda:
         return F.linear(x, weight, bias)
-    return _SinkLinear.apply(x, weight, bias.to(weight.dtype), sink)
+    if torch.is_autocast_enabled("cuda"):
+        dt = torch.get_autocast_dtype("cuda")
+        x, weight, bias = x.to(dt), weight.to(dt), bias.to(dt)
+    return _Linear.apply(x, weight, bias, None)
 
 
-class _SinkLinear(torch.autograd.Function):
-    """`project` with a sink. x and the sink are views of the node buffers, kept on ctx rather
-    than saved: later blocks write other slots of the same buffers in place, which autograd's
-    version check would take for a modification of x."""
+# "mv": a bias gradient as the product of the output gradient's transpose with a vector of ones
+# (cuBLAS); "sum": a column sum (torch's reduction kernel). On the H200 the sums over
+# [B * tokens, 16]-shaped gradients were the slowest of the step's reductions.
+BIAS_GRAD = {"impl": "mv"}
+
+
+def bias_grad(g2: torch.Tensor) -> torch.Tensor:
+    """The column sums of g2 [M, N] in its dtype (the gradient of a Linear's bias)."""
+    if BIAS_GRAD["impl"] == "mv" and g2.is_cuda:
+        return torch.mv(g2.t(), g2.new_ones(g2.shape[0]))
+    return g2.sum(0)
+
+
+class _Linear(torch.autograd.Function):
+    """F.linear over x's rows as one addmm (bias in the matmul), backward by hand. With a sink
+    (`project`), x and the sink are views of the node buffers, kept on ctx rather than saved:
+    later blocks write other slots of the same buffers in place, which autograd's version check
+    would take for a modification of x; x's gradient is added into the sink."""
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sink: torch.Tensor
-    ) -> torch.Tensor:
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+        sink: torch.Tensor | None,
+    ) -> torch.Tensor:  # fmt: skip
         ctx.x, ctx.sink = x, sink
         ctx.save_for_backward(weight)
-        return F.linear(x, weight, bias)
+        y = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight.t())
+        return y.view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (weight,) = ctx.saved_tensors
+        x, sink = ctx.x, ctx.sink
         g2 = gy.reshape(-1, gy.shape[-1])
-        x2 = ctx.x.reshape(-1, ctx.x.shape[-1])
-        ctx.sink.view(-1, ctx.sink.shape[-1]).addmm_(g2, weight)  # a view: written in place
-        return None, g2.t().mm(x2), g2.sum(0), None
+        x2 = x.reshape(-1, x.shape[-1])
+        gx = None
+        if sink is not None:
+            sink.view(-1, sink.shape[-1]).addmm_(g2, weight)  # a view: written in place
+        elif ctx.needs_input_grad[0]:
+            gx = g2.mm(weight).view(x.shape)
+        gw = g2.t().mm(x2) if ctx.needs_input_grad[1] else None
+        gb = bias_grad(g2) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None
 
 
 def owners(size: int, n: int) -> torch.Tensor:
@@ -365,12 +421,12 @@ class StaticBlock(nn.Module):
         self.sink_d = self.sink_s = None
         out_d = y
         if self.s2d is not None:
-            fm = 0.5 * (so.sum(1).square() - so.square().sum(1))
-            fm = F.linear(fm, self.s2d.weight[: self.wc], self.s2d.bias[: self.wc])
+            fm = fm_term(so)
+            fm = linear(fm, self.s2d.weight[: self.wc], self.s2d.bias[: self.wc])
             out_d = y + masked_layer_norm(fm, self.s2d_ln, dmask, out_dtype=dt, scale=flags[2])
         # the dense->sparse switch folded into the weights (exact: a 0/1 flag), not the output
         on = flags[3]
-        extra = F.linear(y, self.d2s.weight[:, : self.wc] * on, self.d2s.bias * on)
+        extra = linear(y, self.d2s.weight[:, : self.wc] * on, self.d2s.bias * on)
         extra = extra.view(-1, D2S_TOKENS, EMB)
         if dt is not None:
             return out_d.to(dt), so.to(dt), extra.to(dt)
@@ -411,8 +467,9 @@ class StaticBlock(nn.Module):
         w = self._token_weight(dot.token_proj.weight[:k], cols_s, dt)
         sparse_tok = token_project(s, w, dot.token_proj.bias[:k], self.sink_s)
         if dot.token_ln is not None:
-            sparse_tok = token_norm(sparse_tok, dot.token_ln)
-        sparse_tok = sparse_tok * m["kmask"][:, None].to(sparse_tok.dtype)
+            sparse_tok = token_norm(sparse_tok, dot.token_ln, token_mask=m["kmask"])
+        else:
+            sparse_tok = sparse_tok * m["kmask"][:, None].to(sparse_tok.dtype)
         tokens = torch.cat([dense_tok.unsqueeze(1), sparse_tok.to(dense_tok.dtype)], 1)
         z = torch.bmm(tokens, tokens.transpose(1, 2)).flatten(1)
         c = dot_pairs(k)
@@ -421,7 +478,7 @@ class StaticBlock(nn.Module):
         if dot.out is None:  # pairs(k_max) == W: never projected
             y = same
         else:
-            proj = F.linear(pairs, dot.out.weight[:wc, :c], dot.out.bias[:wc])
+            proj = linear(pairs, dot.out.weight[:wc, :c], dot.out.bias[:wc])
             y = torch.lerp(wide(proj), wide(same), identity)
         return masked_layer_norm(y, dot.ln, m["dmask"], out_dtype=dt)
 
@@ -431,11 +488,11 @@ class StaticBlock(nn.Module):
     ) -> torch.Tensor:  # fmt: skip
         op, wc = self.dense, self.wc
         if op.gate is not None:
-            y = torch.sigmoid(F.linear(left, op.gate.weight, op.gate.bias)) * right
+            y = torch.sigmoid(linear(left, op.gate.weight, op.gate.bias)) * right
         else:
             y = left + right
         same = padded(y, wc)
-        proj = F.linear(y, op.proj.weight[:wc], op.proj.bias[:wc])
+        proj = linear(y, op.proj.weight[:wc], op.proj.bias[:wc])
         y = torch.lerp(wide(proj), wide(same), identity)
         return masked_layer_norm(y, op.ln, dmask, out_dtype=dt)
 
@@ -447,7 +504,7 @@ class StaticBlock(nn.Module):
         w = self._token_weight(lin.weight[: self.tc], cols, dt)
         y = token_project(s, w, lin.bias[: self.tc], self.sink_s)
         if efc.ln is not None:
-            y = token_norm(y, efc.ln)
+            return token_norm(y, efc.ln, relu=True, token_mask=tmask)
         return F.relu(y) * tmask[:, None].to(y.dtype)
 
     def _attention(
@@ -458,13 +515,11 @@ class StaticBlock(nn.Module):
         w = self._token_weight(lin.weight[: self.tc], cols, dt)
         y = token_project(s, w, lin.bias[: self.tc], self.sink_s)
         y = y.contiguous()  # [B, t, 16]: the q/k/v Linear reads it as B * t rows
-        b, t = y.shape[0], y.shape[1]
-        q, k, v = att.qkv(y).view(b, t, 3, att.heads, EMB // att.heads).permute(2, 0, 3, 1, 4)
-        t_valid = tmask.sum().long()
-        a = kernels.fused_attention(q, k, v, t_valid).transpose(1, 2).reshape(b, t, EMB)
-        y = token_norm(y + att.out(a), att.ln1)
-        y = token_norm(y + att.ff2(F.relu(att.ff1(y))), att.ln2)
-        return y * tmask[:, None].to(y.dtype)
+        qkv = linear(y, att.qkv.weight, att.qkv.bias)
+        a = kernels.fused_attention_qkv(qkv, att.heads, tmask.sum().long())
+        y = token_norm(y + linear(a, att.out.weight, att.out.bias), att.ln1)
+        h = F.relu(linear(y, att.ff1.weight, att.ff1.bias))
+        return token_norm(y + linear(h, att.ff2.weight, att.ff2.bias), att.ln2, token_mask=tmask)
 
 
 def selected(

@@ -221,6 +221,31 @@ def test_fused_attention_strided_inputs(K):
     torch.testing.assert_close(grad, want_grad, **FP32)
 
 
+@pytest.mark.parametrize("t_valid", [None, 7, 0])
+def test_fused_attention_qkv_packed(K, t_valid):
+    # the packed entry point against the reference over the same permuted views; its backward
+    # writes the packed gradient directly
+    b, t, h, d = 2, 11, 8, 2
+    g = torch.Generator().manual_seed(4)
+    packed = torch.randn(b, t, 3 * h * d, generator=g).to(DEV).requires_grad_()
+    tv = None if t_valid is None else torch.tensor(t_valid, device=DEV)
+
+    def reference(x):
+        q, k, v = x.view(b, t, 3, h, d).permute(2, 0, 3, 1, 4)
+        return attention_reference(q, k, v, t_valid).transpose(1, 2).reshape(b, t, h * d)
+
+    out, (grad,) = _run(lambda x: K.fused_attention_qkv(x, h, tv), [packed])
+    want, (want_grad,) = _run(reference, [packed])
+    assert out.shape == (b, t, h * d)
+    torch.testing.assert_close(out, want, **FP32)
+    torch.testing.assert_close(grad, want_grad, **FP32)
+
+
+def test_fused_attention_qkv_bad_shape():
+    with pytest.raises(ValueError, match="3 \\* 8"):
+        kernels.fused_attention_qkv(torch.zeros(2, 3, 47), 8)
+
+
 @pytest.mark.parametrize(("shape", "rows"), [((2, 5, 16), 0), ((3, 37, 16), 16), ((4, 24), 0)])
 def test_token_layer_norm_fp32(K, monkeypatch, shape, rows):
     monkeypatch.setitem(K.KERNELS, "ln_rows", rows)  # 16 rows: several programs' partial sums
@@ -245,6 +270,51 @@ def test_token_layer_norm_bf16(K, n):
     torch.testing.assert_close(out, want, **BF16)
     for gr, wg in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(gr, wg, **BF16)
+
+
+def _ln_relu_mask_reference(x, w, b, mask):
+    y = F.relu(layer_norm_reference(x, w, b))
+    return y * mask[:, None].to(y.dtype)
+
+
+@pytest.mark.parametrize("layout", ["token-major", "features-first"])
+@pytest.mark.parametrize("rows", [0, 16])
+def test_token_layer_norm_relu_mask_strided(K, monkeypatch, layout, rows):
+    # ReLU and a 0/1 token mask fused into the kernel, x read through its strides: a transposed
+    # features-first tensor (as the token projection makes it) needs no copy, and the output
+    # and the input gradient keep x's layout
+    monkeypatch.setitem(K.KERNELS, "ln_rows", rows)
+    b, t, n = 3, 13, 16
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn((b, n, t) if layout == "features-first" else (b, t, n), generator=g)
+    w, bias = torch.randn(n, generator=g), torch.randn(n, generator=g) * 0.5
+    mask = (torch.arange(t) < 9).float().to(DEV)
+    x = base.to(DEV).requires_grad_()
+    w, bias = w.to(DEV).requires_grad_(), bias.to(DEV).requires_grad_()
+
+    def view(xx):
+        return xx.transpose(1, 2) if layout == "features-first" else xx
+
+    out, grads = _run(lambda xx, ww, bb: K.token_layer_norm(view(xx), ww, bb, 1e-5, True, mask),
+                      [x, w, bias])  # fmt: skip
+    want, want_grads = _run(lambda xx, ww, bb: _ln_relu_mask_reference(view(xx), ww, bb, mask),
+                            [x, w, bias])  # fmt: skip
+    torch.testing.assert_close(out, want, **FP32)
+    assert out.stride() == view(x).stride()
+    assert torch.equal(out[:, 9:], torch.zeros_like(out[:, 9:]))  # masked tokens exactly 0
+    for gr, wg in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(gr, wg, **FP32)
+
+
+def test_token_layer_norm_reference_relu_mask():
+    # the CPU path: LayerNorm, ReLU, then the mask along dim -2; a mask of the wrong size is an error
+    x, w, b = torch.randn(2, 4, 16), torch.randn(16), torch.randn(16)
+    mask = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    got = kernels.token_layer_norm(x, w, b, 1e-5, True, mask)
+    torch.testing.assert_close(got, _ln_relu_mask_reference(x, w, b, mask))
+    assert torch.equal(got[:, 1], torch.zeros(2, 16)) and (got >= 0).all()
+    with pytest.raises(ValueError, match="token_mask must be \\[4\\]"):
+        kernels.token_layer_norm(x, w, b, 1e-5, False, torch.ones(3))
 
 
 def test_force_without_interpreter_raises(monkeypatch):
