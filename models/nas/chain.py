@@ -57,6 +57,12 @@ class NodeBuffers:
     # block: the backward reads them; separate tensors: separate autograd version counters)
     pairs: list[torch.Tensor]
     gpair: torch.Tensor  # [B, 2, W]: their gradients, added into gd after its backward
+    layout: Layout
+    # What may be non-zero, tracked on the host so that only that is zeroed: per node slot the
+    # dense columns and op tokens its last writer wrote (its size classes) and whether it wrote
+    # the dense->sparse tokens; per pair buffer side the columns last copied in.
+    written: list[list[int]] = field(default_factory=list)
+    pair_written: list[list[int]] = field(default_factory=list)
 
     @classmethod
     def make(cls, layout: Layout, batch: int, dtype: torch.dtype, device: torch.device) -> Any:
@@ -67,8 +73,45 @@ class NodeBuffers:
         flat = torch.zeros(sum(sizes), device=device)
         pairs = [torch.zeros(batch, 2, layout.node_width, dtype=dtype, device=device)
                  for _ in range(layout.n_blocks)]  # fmt: skip
-        return cls(nd, ns, torch.zeros_like(nd), torch.zeros_like(ns), flat,
-                   list(flat.split(sizes)), pairs, torch.zeros_like(pairs[0]))  # fmt: skip
+        bufs = cls(nd, ns, torch.zeros_like(nd), torch.zeros_like(ns), flat,
+                   list(flat.split(sizes)), pairs, torch.zeros_like(pairs[0]), layout)  # fmt: skip
+        bufs.written = [[0, 0, 0] for _ in range(n)]
+        bufs.pair_written = [[0, 0] for _ in range(layout.n_blocks)]
+        return bufs
+
+    def forget(self) -> None:
+        """Take every block slot and pair buffer as written in full (contents unknown): the next
+        step zeroes whatever it does not write."""
+        lay = self.layout
+        self.written = [[lay.node_width, lay.node_tokens, 1] for _ in self.written]
+        self.pair_written = [[lay.node_width, lay.node_width] for _ in self.pair_written]
+
+    def clear_slot(self, n: int) -> None:
+        """Node slot n all zeros (a dead block's: read by no live block, but it must hold finite
+        values); nothing to do when nothing was written there since it was last cleared."""
+        if any(self.written[n]):
+            self.nd[:, n].zero_()
+            self.ns[:, :, n].zero_()
+            self.written[n] = [0, 0, 0]
+
+    def prepare_slot(self, n: int, width: int, tokens: int) -> None:
+        """Before a block that writes node slot n's first `width` columns, first `tokens` op
+        tokens and its dense->sparse tokens: zero what an earlier writer left past those."""
+        w, t, _ = self.written[n]
+        if w > width:
+            self.nd[:, n, width:w].zero_()
+        if t > tokens:  # past the op tokens: the dense->sparse tokens are rewritten after this
+            self.ns[:, :, n, tokens:t].zero_()
+        self.written[n] = [width, tokens, 1]
+
+    def copy_pair(self, i: int, k: int, node: int, width: int) -> None:
+        """Side k of block i's pair buffer := node `node`'s dense slot, of which only the first
+        `width` columns can be non-zero (its size class): copies those, zeroes stale columns."""
+        dst, last = self.pairs[i][:, k], self.pair_written[i][k]
+        dst[:, :width].copy_(self.nd[:, node, :width])
+        if last > width:
+            dst[:, width:last].zero_()
+        self.pair_written[i][k] = width
 
     def load_masks(self, masks: list[np.ndarray]) -> None:
         """This step's masks into the device buffer (pinned, asynchronous)."""
@@ -201,15 +244,16 @@ class BlockChain:
         lay, batch = self.layout, dense.shape[0]
         bufs.nd[:, 0, : lay.n_dense].copy_(dense)
         bufs.ns[:, :, 0, : lay.n_sparse].copy_(emb.transpose(1, 2))
+        widths = self._node_widths(plan)
         for i, run in enumerate(plan):
-            if run is None:  # dead: read by no live block, but its slot must hold finite values
-                bufs.nd[:, i + 1].zero_()
-                bufs.ns[:, :, i + 1].zero_()
+            if run is None:
+                bufs.clear_slot(i + 1)
                 continue
             e = run.entry
+            bufs.prepare_slot(i + 1, e.block.wc, e.block.tc)
             if run.pair is not None:  # a binary op's nodes: plain copies, launched from here
                 for k, j in enumerate(run.pair):
-                    bufs.pairs[i][:, k].copy_(bufs.nd[:, j])
+                    bufs.copy_pair(i, k, j, widths[j])
             if e.graphs is not None:
                 e.graphs[0].replay()
             elif self.graphs and dense.is_cuda and self._room(dense.device):
@@ -230,6 +274,7 @@ class BlockChain:
         bufs.gd[:, last, : lay.width].copy_(gh[:, : lay.width])
         g_tokens = gh[:, lay.width :].view(batch, lay.slot, EMB).transpose(1, 2)
         bufs.gs[:, :, last, : lay.slot].copy_(g_tokens)
+        widths = self._node_widths(plan)
         for run in reversed([r for r in plan if r is not None]):
             e = run.entry
             if e.graphs is not None:
@@ -237,18 +282,23 @@ class BlockChain:
             else:
                 e.grad_params = self._block_backward(e, e.outs, bufs)
                 e.outs = None
-            if run.pair is not None:
-                width = lay.left_width(e.block.i)
+            if run.pair is not None:  # past a node's size class its gradient is read by nobody
                 for k, j in enumerate(run.pair):
-                    bufs.gd[:, j, :width].add_(bufs.gpair[:, k, :width])
+                    bufs.gd[:, j, : widths[j]].add_(bufs.gpair[:, k, : widths[j]])
             for p in e.grad_params:
                 g = self._grads[id(p)]
                 p.grad = g if p.grad is None else p.grad + g
         return bufs.gs[:, :, 0, : lay.n_sparse].transpose(1, 2)  # the embedding output's
 
+    def _node_widths(self, plan: list[_Run | None]) -> list[int]:
+        """Columns of each node's dense slot that can be non-zero in this plan: the stem's
+        features, a live block's width class (0 for a dead block)."""
+        return [self.layout.n_dense] + [r.entry.block.wc if r else 0 for r in plan]
+
     def _block_forward(self, e: _Entry, bufs: NodeBuffers) -> tuple[torch.Tensor, ...]:
-        """Block e's outputs from the buffers, written into its slot (zero-padded); returns them
-        with their autograd history, and a binary op's inputs, for `_block_backward`."""
+        """Block e's outputs from the buffers, written into its slot (past them the slot was
+        zeroed by `NodeBuffers.prepare_slot`); returns them with their autograd history, and a
+        binary op's inputs, for `_block_backward`."""
         blk, lay, batch = e.block, self.layout, bufs.nd.shape[0]
         n = blk.i + 1
         with torch.enable_grad():
@@ -264,8 +314,6 @@ class BlockChain:
         with torch.no_grad():
             for dst, src in zip(self._out_slots(blk, bufs.nd, bufs.ns), outs, strict=True):
                 dst.copy_(src)
-            for pad in self._pad_slots(blk, bufs.nd, bufs.ns):
-                pad.zero_()
         return (*outs, pair) if blk.binary else outs
 
     def _block_backward(
@@ -295,15 +343,6 @@ class BlockChain:
         n, lay = blk.i + 1, self.layout
         tok = sparse[:, :, n].transpose(1, 2)
         return dense[:, n, : blk.wc], tok[:, : blk.tc], tok[:, lay.tokens : lay.slot]
-
-    def _pad_slots(
-        self, blk: StaticBlock, dense: torch.Tensor, sparse: torch.Tensor
-    ) -> list[torch.Tensor]:
-        """The rest of block `blk`'s slots: zeros past its size classes."""
-        n, lay = blk.i + 1, self.layout
-        pads = [dense[:, n, blk.wc :], sparse[:, :, n, blk.tc : lay.tokens],
-                sparse[:, :, n, lay.slot :]]  # fmt: skip
-        return [x for x in pads if x.numel()]
 
     def _grad_buffer(self, p: nn.Parameter) -> torch.Tensor:
         g = self._grads.get(id(p))

@@ -66,6 +66,43 @@ def test_chain_equals_static_path(spaces, space, capped):
     assert chain.captured() == 0  # no graphs off CUDA
 
 
+def test_stale_slot_and_pair_contents_are_zeroed(spaces):
+    """Only what a step does not write is zeroed, as tracked on the host: block 1 wide, then
+    narrow (its slot's stale columns and tokens zeroed, the sum of block 3 copying fewer columns
+    of node 2 into its pair buffer), then dead (its slot cleared): each step equals the static
+    path, and past block 1's classes its slot holds zeros."""
+    net = _float64_net("classes", 2)
+    chain = BlockChain(net)
+    base = sample_subnet("classes", 0).to_dict()
+    for b in base["blocks"]:
+        b.update(dense_op="fc", sparse_op="efc", dense_inputs=[0], sparse_inputs=[0])
+    base["blocks"][6].update(dense_inputs=[6, 4], sparse_inputs=[3, 6])
+    steps = [(16, 4, 2), (2, 1, 2), (2, 1, 1)]  # block 1: width, tokens; the node blocks 2, 3 read
+    for seed, (width, tokens, node) in enumerate(steps):
+        d = {**base, "blocks": [dict(b) for b in base["blocks"]]}
+        d["blocks"][1].update(dense_width=width, sparse_tokens=tokens)
+        d["blocks"][2].update(dense_inputs=[node], sparse_inputs=[node])  # node 1: block 1 dead
+        d["blocks"][3].update(dense_op="sum", dense_inputs=[node, 0])
+        sub = subnet_from_dict(d)
+        assert (1 in sub.live_blocks()) == (node == 2)
+        dense, sparse = tiny_batch(4, seed)
+        dense = dense.double()
+        want = static_forward(net, dense, sparse, sub)
+        want.square().sum().backward()
+        g_want = _grads(net)
+        got = chain(dense, sparse, sub)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        got.square().sum().backward()
+        for name, g in _grads(net).items():
+            torch.testing.assert_close(g, g_want[name], rtol=1e-10, atol=1e-10, msg=name)
+        (bufs,) = chain._buffers.values()
+        if node == 2:  # past its size classes (2 | 8 | 16 columns, 2 | 4 tokens)
+            wc, tc = max(width, 2), max(tokens, 2)
+            assert not bufs.nd[:, 2, wc:].any() and not bufs.ns[:, :, 2, tc:4].any()
+        else:  # dead: all of it
+            assert not bufs.nd[:, 2].any() and not bufs.ns[:, :, 2].any()
+
+
 def test_chain_with_a_stem_wider_than_a_slot(spaces):
     """20 dense features and 14 tables in the tiny space (W 16, T + 8 = 12 tokens): the node
     buffers' slots take the stem's sizes; same results as the static path."""
@@ -92,7 +129,8 @@ def test_chain_with_a_stem_wider_than_a_slot(spaces):
 def test_every_slot_a_step_reads_is_rewritten(spaces):
     """Stale buffer contents cannot leak into a step: after poisoning every block slot and every
     gradient buffer with NaN, a subnet with dead blocks still gives the reference values (dead
-    slots are zeroed, live ones written, gradients zeroed before the backward)."""
+    slots are zeroed, live ones written past their size classes too, gradients zeroed before
+    the backward)."""
     net = _float64_net("tiny", 1)
     chain = BlockChain(net)
     dense, sparse = tiny_batch(4, 0)
@@ -102,6 +140,7 @@ def test_every_slot_a_step_reads_is_rewritten(spaces):
     (bufs,) = chain._buffers.values()
     for t in (bufs.nd[:, 1:], bufs.ns[:, :, 1:], bufs.gd, bufs.gs, bufs.gpair, *bufs.pairs):
         t.fill_(float("nan"))
+    bufs.forget()  # the host's record of what was written no longer holds: all of it is dirty
     d = sample_subnet("tiny", 3).to_dict()
     d["blocks"][0].update(dense_op="fc", dense_inputs=[0], sparse_inputs=[0])
     for b in d["blocks"][1:]:  # blocks 1..5 read only the stem: block 0 is dead
