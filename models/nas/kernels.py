@@ -398,11 +398,11 @@ if triton is not None:
     @triton.jit
     def _ln_bwd_kernel(
         x_ptr, w_ptr, b_ptr, tm_ptr, dy_ptr, dx_ptr, part_ptr, M, T, eps, G,
-        sx_b, sx_t, sx_n, sdy_b, sdy_t, sdy_n,
+        sx_b, sx_t, sx_n, sdy_b, sdy_t, sdy_n, sdx_b, sdx_t, sdx_n,
         N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr, RELU: tl.constexpr,
         TMASK: tl.constexpr,
     ):  # fmt: skip
-        """dx (x's strides) of row blocks pid, pid + G, ...; this program's sums of g * xhat and
+        """dx of row blocks pid, pid + G, ...; this program's sums of g * xhat and
         of g into rows pid and G + pid of the [2, G, N] fp32 partial buffer part_ptr, g being
         dy times the token mask and the ReLU's gate (recomputed from x)."""
         pid = tl.program_id(0)
@@ -412,10 +412,11 @@ if triton is not None:
         dw = tl.zeros([ROWS, BN], tl.float32)
         db = tl.zeros([ROWS, BN], tl.float32)
         for blk in range(pid, tl.cdiv(M, ROWS), G):
-            rows, tok, mask, offs, xc, rstd = _ln_rows(
+            rows, tok, mask, _, xc, rstd = _ln_rows(
                 x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk, N, BN, ROWS
             )
-            dofs = ((rows // T) * sdy_b + tok * sdy_t)[:, None] + cols[None, :] * sdy_n
+            bat = rows // T
+            dofs = (bat * sdy_b + tok * sdy_t)[:, None] + cols[None, :] * sdy_n
             g = tl.load(dy_ptr + dofs, mask=mask, other=0.0).to(tl.float32)
             xhat = xc * rstd[:, None]
             if TMASK:
@@ -426,7 +427,8 @@ if triton is not None:
             c1 = tl.sum(xhat * wdy, 1) / N
             c2 = tl.sum(wdy, 1) / N
             dx = (wdy - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
-            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            xofs = (bat * sdx_b + tok * sdx_t)[:, None] + cols[None, :] * sdx_n
+            tl.store(dx_ptr + xofs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
             dw += g * xhat
             db += g
         part = pid.to(tl.int64) * N + cols
@@ -653,7 +655,8 @@ class _TokenLayerNorm(torch.autograd.Function):
         dy3 = _rows3(dy)
         part = torch.empty((2, grid, n), dtype=torch.float32, device=x3.device)
         _ln_bwd_kernel[(grid,)](
-            x3, w, b, tm, dy3, dx, part, m, t, ctx.eps, grid, *x3.stride(), *dy3.stride(),
+            x3, w, b, tm, dy3, dx, part, m, t, ctx.eps, grid,
+            *x3.stride(), *dy3.stride(), *dx.stride(),
             N=n, BN=bn, ROWS=rows, RELU=ctx.relu, TMASK=ctx.tmask, num_warps=warps,
         )  # fmt: skip
         dweight, dbias = part.sum(1)

@@ -277,30 +277,33 @@ def _ln_relu_mask_reference(x, w, b, mask):
     return y * mask[:, None].to(y.dtype)
 
 
-@pytest.mark.parametrize("layout", ["token-major", "features-first"])
+@pytest.mark.parametrize("layout", ["token-major", "features-first", "sliced"])
 @pytest.mark.parametrize("rows", [0, 16])
 def test_token_layer_norm_relu_mask_strided(K, monkeypatch, layout, rows):
     # ReLU and a 0/1 token mask fused into the kernel, x read through its strides: a transposed
     # features-first tensor (as the token projection makes it) needs no copy, and the output
-    # and the input gradient keep x's layout
+    # and the input gradient keep x's layout (a dense one; else they are contiguous)
     monkeypatch.setitem(K.KERNELS, "ln_rows", rows)
     b, t, n = 3, 13, 16
     g = torch.Generator().manual_seed(5)
-    base = torch.randn((b, n, t) if layout == "features-first" else (b, t, n), generator=g)
+    shape = {"token-major": (b, t, n), "features-first": (b, n, t), "sliced": (b, t, 2 * n)}
+    base = torch.randn(shape[layout], generator=g)
     w, bias = torch.randn(n, generator=g), torch.randn(n, generator=g) * 0.5
     mask = (torch.arange(t) < 9).float().to(DEV)
     x = base.to(DEV).requires_grad_()
     w, bias = w.to(DEV).requires_grad_(), bias.to(DEV).requires_grad_()
 
-    def view(xx):
-        return xx.transpose(1, 2) if layout == "features-first" else xx
+    def view(xx):  # sliced: not dense, so the output and dx are contiguous instead
+        return {"token-major": xx, "features-first": xx.transpose(1, 2), "sliced": xx[..., :n]}[
+            layout
+        ]
 
     out, grads = _run(lambda xx, ww, bb: K.token_layer_norm(view(xx), ww, bb, 1e-5, True, mask),
                       [x, w, bias])  # fmt: skip
     want, want_grads = _run(lambda xx, ww, bb: _ln_relu_mask_reference(view(xx), ww, bb, mask),
                             [x, w, bias])  # fmt: skip
     torch.testing.assert_close(out, want, **FP32)
-    assert out.stride() == view(x).stride()
+    assert out.stride() == (view(x).stride() if layout != "sliced" else (t * n, n, 1))
     assert torch.equal(out[:, 9:], torch.zeros_like(out[:, 9:]))  # masked tokens exactly 0
     for gr, wg in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(gr, wg, **FP32)
