@@ -71,13 +71,31 @@ class _AutoSparse:
         return super().forward(*args, **kwargs)  # type: ignore[misc]
 
 
+# "index_select": a dense-gradient embedding on CUDA looks its rows up with index_select, whose
+# backward adds the rows' gradients into a zeroed table gradient with atomic adds (F.embedding
+# gathers, and its backward sorts the indices first; both were the slower on the H200);
+# "embedding": F.embedding everywhere.
+EMBEDDING = {"impl": "index_select"}
+
+
 class AutoSparseEmbedding(_AutoSparse, nn.Embedding):
-    """nn.Embedding with sparse gradients on the CPU (`sparse_grad=None`) or as forced."""
+    """nn.Embedding with sparse gradients on the CPU (`sparse_grad=None`) or as forced; on CUDA
+    with dense gradients the lookup is an index_select (`EMBEDDING`: the same values; its
+    gradient sums duplicate rows in another order, so to rounding)."""
 
     def __init__(self, *args: Any, sparse_grad: bool | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sparse_grad = sparse_grad
         self.sparse = sparse_grad_on(self.weight, sparse_grad)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        plain = self.padding_idx is not None or self.max_norm is not None or self.scale_grad_by_freq
+        if w.is_cuda and EMBEDDING["impl"] == "index_select" and not plain:
+            if not sparse_grad_on(w, self.sparse_grad):
+                self.sparse = False
+                return w.index_select(0, idx.reshape(-1)).view(*idx.shape, w.shape[1])
+        return super().forward(idx)
 
 
 class AutoSparseEmbeddingBag(_AutoSparse, nn.EmbeddingBag):

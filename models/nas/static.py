@@ -31,6 +31,7 @@ The mask of block i, one float32 vector (`block_mask`):
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,7 +174,7 @@ def _masked_ln(
 # cost is gone, so only the GPU's counts), falling back to the plain versions for good if
 # compilation fails; "eager": the plain versions.
 MASKED_LN = {"impl": "auto"}
-_COMPILED: dict[str, object] = {}
+_COMPILED: dict[str, Any] = {}  # None: its compilation failed
 
 
 def _allow_recompiles(n: int) -> None:
@@ -186,16 +187,20 @@ def _allow_recompiles(n: int) -> None:
     setattr(config, name, max(n, getattr(config, name)))
 
 
-def _run_compiled(fn: Any, x: torch.Tensor, *args: Any) -> torch.Tensor:
-    """fn(x, *args), compiled (static shapes) when x is on CUDA and MASKED_LN is "auto"."""
-    if x.is_cuda and MASKED_LN["impl"] == "auto":
+def _run_compiled(fn: Any, x: torch.Tensor, *args: Any, dynamic: bool = False) -> torch.Tensor:
+    """fn(x, *args), compiled (static shapes unless `dynamic`) when x is on CUDA and MASKED_LN
+    is "auto"; a function whose compilation fails runs plainly from then on (with one warning)."""
+    name = fn.__name__
+    if x.is_cuda and MASKED_LN["impl"] == "auto" and _COMPILED.get(name, True) is not None:
         try:
-            if fn.__name__ not in _COMPILED:
-                _COMPILED[fn.__name__] = torch.compile(fn, dynamic=False)
+            if name not in _COMPILED:
+                _COMPILED[name] = torch.compile(fn, dynamic=dynamic)
                 _allow_recompiles(64)
-            return _COMPILED[fn.__name__](x, *args)
-        except Exception:  # noqa: BLE001 - no compiler toolchain: the plain version
-            MASKED_LN["impl"] = "eager"
+            return _COMPILED[name](x, *args)
+        except Exception as exc:  # noqa: BLE001 - no compiler toolchain: the plain version
+            warnings.warn(f"torch.compile of {name} failed, running it eagerly: {exc}",
+                          stacklevel=2)  # fmt: skip
+            _COMPILED[name] = None
     return fn(x, *args)
 
 
@@ -463,7 +468,7 @@ class StaticBlock(nn.Module):
         w = self._dense_weight(dot.dense_proj.weight, cols_d, dt)
         dense_tok = project(x, w, dot.dense_proj.bias, self.sink_d)
         if dot.dense_ln is not None:
-            dense_tok = F.layer_norm(dense_tok, (EMB,), dot.dense_ln.weight, dot.dense_ln.bias)
+            dense_tok = token_norm(dense_tok, dot.dense_ln)  # 16 features: the token kernel
         w = self._token_weight(dot.token_proj.weight[:k], cols_s, dt)
         sparse_tok = token_project(s, w, dot.token_proj.bias[:k], self.sink_s)
         if dot.token_ln is not None:
@@ -527,10 +532,19 @@ def selected(
 ) -> torch.Tensor:
     """An input product's weight in the slot layout (`slot_columns(weight, *sizes)`) with its
     columns multiplied by `cols` (0/1), in `dt` when given (cast first: the copies then move half
-    the bytes; a product with 0 or 1 is exact either way)."""
+    the bytes; a product with 0 or 1 is exact either way). On CUDA one compiled kernel each way
+    (cast, pad, concatenation and product fused; shapes symbolic: one compilation serves every
+    block and size class)."""
+    return _run_compiled(_selected, weight, cols, *sizes, dt, dynamic=True)
+
+
+def _selected(
+    weight: torch.Tensor, cols: torch.Tensor, first: int, size: int, slot: int,
+    dt: torch.dtype | None,
+) -> torch.Tensor:  # fmt: skip
     if dt is not None:
         weight = weight.to(dt)
-    return slot_columns(weight, *sizes) * cols.to(weight.dtype)
+    return slot_columns(weight, first, size, slot) * cols.to(weight.dtype)
 
 
 def _autocast(x: torch.Tensor) -> bool:

@@ -163,3 +163,26 @@ def test_auto_policy_sparse_on_cpu_dense_elsewhere(tiny, device):
     assert all(t.weight.grad.is_sparse == want for t in dlrm.embeddings.tables)
     assert forced.sparse_linear.weight.grad.is_sparse and forced.embeddings.tables[0].sparse
     assert (sparse_grad_parameters(net) == [net.embedding.weight]) == want
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the index_select lookup is CUDA's")
+def test_cuda_dense_lookup_is_an_index_select(monkeypatch):
+    """On CUDA a dense-gradient embedding looks up with index_select (models/nas/optim.py
+    EMBEDDING): the same rows as F.embedding, the same table gradient to rounding (duplicate rows
+    summed in another order)."""
+    from models.nas import optim
+    from models.nas.optim import AutoSparseEmbedding
+
+    torch.manual_seed(0)
+    emb = AutoSparseEmbedding(50, 16).cuda()
+    idx = torch.randint(0, 50, (64, 7), device="cuda")  # many duplicates
+    go = torch.randn(64, 7, 16, device="cuda")
+    grads = []
+    for impl in ("index_select", "embedding"):
+        monkeypatch.setitem(optim.EMBEDDING, "impl", impl)
+        emb.weight.grad = None
+        out = emb(idx)
+        out.backward(go)
+        grads.append((out.detach(), emb.weight.grad.clone()))
+    assert torch.equal(grads[0][0], grads[1][0]) and not emb.weight.grad.is_sparse
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-5)
