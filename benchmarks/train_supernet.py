@@ -14,6 +14,19 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Session 10 (2026-12-06): not timed after the changes (no GPU could be had after the profiles).
+  Profile of the session-9 code (H100, graphed steady state, 567k samples/s, 14.4 ms): 1,548
+  kernels per step, 13.7 ms of kernel time; strided (non-vectorised) elementwise kernels 3.1 ms,
+  tiny vectorised ones 1.3 ms, reductions 1.1 ms (mostly bias gradients: 20 us for a column sum
+  of a [131072, 64] gradient), attention kernels 1.6 ms, Adagrad 0.42 ms. Per block (eager, H200)
+  the largest non-matmul items were attention's stack + permute copy of dq/dk/dv (~180 us per
+  t = 64 run), the token masks and ReLU on strided views, the FM term, slot padding and the
+  binary ops' full-width pair copies, and outside the blocks F.embedding's gather (130 us) and
+  sorted backward (375 us). Each of these was removed or shrunk (docs/models.md); roofline
+  (benchmarks/step_roofline.py --paths 16) 19.8 -> 16.9 GB and 2,184 -> 1,919 kernels per step.
+  To time them: the headline command, then again with --switch bias_grad=sum --switch
+  embedding=embedding --switch compile=eager on the same machine (the unswitchable kernel
+  changes need the session-9 commit, 37580aa, for their baseline).
 Measured 2026-11-26, session 9 (same settings; --command-steps 0 --full-steps 0 --paths 1):
   654k samples/s (12.52 ms per step) in two runs, with the fused optimizer's host checks cached
   and the interaction switches folded into weights; session 8's 650-652k is within noise of it.
@@ -209,6 +222,26 @@ def attention_table(device, batch) -> str:
     return "\n".join(lines)
 
 
+SWITCH_VALUES = {
+    "bias_grad": ("mv", "sum"),  # models.nas.static.BIAS_GRAD
+    "embedding": ("index_select", "embedding"),  # models.nas.optim.EMBEDDING
+    "compile": ("auto", "eager"),  # models.nas.static.MASKED_LN (every compiled function)
+}
+
+
+def set_switch(ap: argparse.ArgumentParser, item: str) -> None:
+    """Set one module switch from NAME=VALUE (SWITCH_VALUES), or exit with the parser's error."""
+    from models.nas import optim, static
+
+    name, _, value = item.partition("=")
+    if value not in SWITCH_VALUES.get(name, ()):
+        ap.error(f"--switch {item}: expected one of "
+                 + ", ".join(f"{k}={'|'.join(v)}" for k, v in SWITCH_VALUES.items()))  # fmt: skip
+    table = {"bias_grad": static.BIAS_GRAD, "embedding": optim.EMBEDDING,
+             "compile": static.MASKED_LN}[name]  # fmt: skip
+    table["impl"] = value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="auto")
@@ -235,7 +268,12 @@ def main() -> None:
         action="store_true",
         help="graphed blocks at maximum sizes (default: at their size classes)",
     )
+    ap.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
+                    help="run with a switch of the CUDA path changed, for A/B runs on one machine: "
+                         + ", ".join(f"{k}={'|'.join(v)}" for k, v in SWITCH_VALUES.items()))  # fmt: skip
     args = ap.parse_args()
+    for item in args.switch:
+        set_switch(ap, item)
 
     from models.data import open_split, prepare
     from models.nas.graphs import graph_model
