@@ -229,14 +229,17 @@ SWITCH_VALUES = {
 }
 
 
+def switch_choices() -> str:
+    return ", ".join(f"{k}={'|'.join(v)}" for k, v in SWITCH_VALUES.items())
+
+
 def set_switch(ap: argparse.ArgumentParser, item: str) -> None:
     """Set one module switch from NAME=VALUE (SWITCH_VALUES), or exit with the parser's error."""
     from models.nas import optim, static
 
     name, _, value = item.partition("=")
     if value not in SWITCH_VALUES.get(name, ()):
-        ap.error(f"--switch {item}: expected one of "
-                 + ", ".join(f"{k}={'|'.join(v)}" for k, v in SWITCH_VALUES.items()))  # fmt: skip
+        ap.error(f"--switch {item}: expected one of {switch_choices()}")
     table = {"bias_grad": static.BIAS_GRAD, "embedding": optim.EMBEDDING,
              "compile": static.MASKED_LN}[name]  # fmt: skip
     table["impl"] = value
@@ -270,7 +273,7 @@ def main() -> None:
     )
     ap.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
                     help="run with a switch of the CUDA path changed, for A/B runs on one machine: "
-                         + ", ".join(f"{k}={'|'.join(v)}" for k, v in SWITCH_VALUES.items()))  # fmt: skip
+                         + switch_choices())  # fmt: skip
     args = ap.parse_args()
     for item in args.switch:
         set_switch(ap, item)

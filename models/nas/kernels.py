@@ -5,8 +5,12 @@
   whole query rows and walks the keys in register-held chunks (fp32), so no [B, H, T, T] tensor is
   ever materialised and every softmax sum stays in one thread; the backward (a dq kernel and a
   dk/dv kernel) recomputes the probabilities from q, k and the saved row logsumexp.
-- `token_layer_norm(x, weight, bias, eps)`: LayerNorm over a narrow last dim (N = 16 per token),
-  a block of rows per program; the backward writes per-program partial sums of dweight / dbias.
+  `fused_attention_qkv(qkv, heads, t_valid)` takes the packed [B, T, 3 H D] projection and its
+  backward writes the packed gradient.
+- `token_layer_norm(x, weight, bias, eps, relu, token_mask)`: LayerNorm over a narrow last dim
+  (N = 16 per token), then optionally a ReLU and a per-token 0/1 mask, reading x through its
+  [B, T, N] strides; a block of rows per program; the backward writes per-program partial sums
+  of dweight / dbias.
 
 Both run the Triton kernels for CUDA tensors when triton imports (and `KERNELS["enabled"]`), the
 references otherwise, so CPU code paths work without triton. Neither syncs with the host nor
@@ -355,22 +359,26 @@ if triton is not None:
         _store_t(dk_ptr + g, kj, sg_t, sg_d, dd, kj < T, dk * sm_scale, D)
 
     @triton.jit
+    def _row_offsets(rows, T, cols, s_b, s_t, s_n):
+        """Offsets of rows x cols of a [B, T, N] tensor with strides (s_b, s_t, s_n), row r
+        being (r // T, r % T)."""
+        return ((rows // T) * s_b + (rows % T) * s_t)[:, None] + cols[None, :] * s_n
+
+    @triton.jit
     def _ln_rows(
         x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk,
         N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr,
     ):  # fmt: skip
         """Row block `blk` of x viewed as [M = B * T rows, N] through its [B, T, N] strides: row
-        indices, token index of each row, column mask, x's offsets, centred rows (0 where
-        masked) and 1/std."""
+        indices, column mask, centred rows (0 where masked) and 1/std."""
         rows = tl.arange(0, ROWS).to(tl.int64) + blk * ROWS
-        tok = rows % T
         cols = tl.arange(0, BN)
         mask = (rows < M)[:, None] & (cols < N)[None, :]
-        offs = ((rows // T) * sx_b + tok * sx_t)[:, None] + cols[None, :] * sx_n
+        offs = _row_offsets(rows, T, cols, sx_b, sx_t, sx_n)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         xc = tl.where(mask, x - (tl.sum(x, 1) / N)[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / N + eps)
-        return rows, tok, mask, offs, xc, rstd
+        return rows, mask, xc, rstd
 
     @triton.jit
     def _ln_fwd_kernel(
@@ -381,7 +389,7 @@ if triton is not None:
     ):  # fmt: skip
         """y = (x - mean) / sqrt(var + eps) * w + b over rows of N features, then ReLU (RELU)
         and times the row's token mask tm[token] (TMASK); x and y [B, T, N] with any strides."""
-        rows, tok, mask, _, xc, rstd = _ln_rows(
+        rows, mask, xc, rstd = _ln_rows(
             x_ptr, sx_b, sx_t, sx_n, M, T, eps, tl.program_id(0), N, BN, ROWS
         )
         cols = tl.arange(0, BN)
@@ -391,8 +399,8 @@ if triton is not None:
         if RELU:
             y = tl.maximum(y, 0.0)
         if TMASK:
-            y = y * tl.load(tm_ptr + tok, mask=rows < M, other=0.0).to(tl.float32)[:, None]
-        offs = ((rows // T) * sy_b + tok * sy_t)[:, None] + cols[None, :] * sy_n
+            y = y * tl.load(tm_ptr + rows % T, mask=rows < M, other=0.0).to(tl.float32)[:, None]
+        offs = _row_offsets(rows, T, cols, sy_b, sy_t, sy_n)
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
@@ -412,22 +420,19 @@ if triton is not None:
         dw = tl.zeros([ROWS, BN], tl.float32)
         db = tl.zeros([ROWS, BN], tl.float32)
         for blk in range(pid, tl.cdiv(M, ROWS), G):
-            rows, tok, mask, _, xc, rstd = _ln_rows(
-                x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk, N, BN, ROWS
-            )
-            bat = rows // T
-            dofs = (bat * sdy_b + tok * sdy_t)[:, None] + cols[None, :] * sdy_n
+            rows, mask, xc, rstd = _ln_rows(x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk, N, BN, ROWS)
+            dofs = _row_offsets(rows, T, cols, sdy_b, sdy_t, sdy_n)
             g = tl.load(dy_ptr + dofs, mask=mask, other=0.0).to(tl.float32)
             xhat = xc * rstd[:, None]
             if TMASK:
-                g = g * tl.load(tm_ptr + tok, mask=rows < M, other=0.0).to(tl.float32)[:, None]
+                g = g * tl.load(tm_ptr + rows % T, mask=rows < M, other=0.0).to(tl.float32)[:, None]
             if RELU:
                 g = tl.where(xhat * w[None, :] + bias[None, :] > 0.0, g, 0.0)
             wdy = g * w[None, :]
             c1 = tl.sum(xhat * wdy, 1) / N
             c2 = tl.sum(wdy, 1) / N
             dx = (wdy - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
-            xofs = (bat * sdx_b + tok * sdx_t)[:, None] + cols[None, :] * sdx_n
+            xofs = _row_offsets(rows, T, cols, sdx_b, sdx_t, sdx_n)
             tl.store(dx_ptr + xofs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
             dw += g * xhat
             db += g

@@ -91,10 +91,10 @@ class AutoSparseEmbedding(_AutoSparse, nn.Embedding):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         w = self.weight
         plain = self.padding_idx is not None or self.max_norm is not None or self.scale_grad_by_freq
-        if w.is_cuda and EMBEDDING["impl"] == "index_select" and not plain:
-            if not sparse_grad_on(w, self.sparse_grad):
-                self.sparse = False
-                return w.index_select(0, idx.reshape(-1)).view(*idx.shape, w.shape[1])
+        if (w.is_cuda and EMBEDDING["impl"] == "index_select" and not plain
+                and not sparse_grad_on(w, self.sparse_grad)):  # fmt: skip
+            self.sparse = False
+            return w.index_select(0, idx.reshape(-1)).view(*idx.shape, w.shape[1])
         return super().forward(idx)
 
 
