@@ -14,7 +14,13 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
-Session 10 (2026-12-06): not timed after the changes (no GPU could be had after the profiles).
+Measured 2026-12-06, session 11 (same settings; --command-steps 0 --full-steps 0 --paths 1),
+  session 10's changes on the H200, both in one call: 840,468 samples/s (9.75 ms per step)
+  against 659,002 (12.43 ms) for the session-9 commit 37580aa; eager 175k against 167k. The
+  warm-up pass over the 40 subnets takes 61.0 s instead of 14.9 s (torch.compile of the weight
+  selection, masked LayerNorm and FM term); 171 block graphs, peak GPU memory 5.2 GiB as before.
+  Target 1M: still not met (8.19 ms per step needed).
+Session 10 (2026-12-06): the changes, made after these profiles and timed in session 11.
   Profile of the session-9 code (H100, graphed steady state, 567k samples/s, 14.4 ms): 1,548
   kernels per step, 13.7 ms of kernel time; strided (non-vectorised) elementwise kernels 3.1 ms,
   tiny vectorised ones 1.3 ms, reductions 1.1 ms (mostly bias gradients: 20 us for a column sum
