@@ -78,6 +78,7 @@ def with_gradients(args, device):
 
     tables, n_dense = criteo_tables()
     net = Supernet("nasrec-full", tables, n_dense, seed=args.seed).to(device)
+    net.embedding.row_grad = False  # a dense table gradient: the update over every parameter
     opt = make_optimizer(net, LR, EPS)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     dense = torch.randn(BATCH, n_dense, device=device, generator=gen)

@@ -232,6 +232,7 @@ SWITCH_VALUES = {
     "bias_grad": ("mv", "sum"),  # models.nas.static.BIAS_GRAD
     "embedding": ("index_select", "embedding"),  # models.nas.optim.EMBEDDING
     "compile": ("auto", "eager"),  # models.nas.static.MASKED_LN (every compiled function)
+    "row_grad": ("auto", "off"),  # models.nas.optim.ROW_GRAD (the stem's row gradients)
 }
 
 
@@ -247,7 +248,7 @@ def set_switch(ap: argparse.ArgumentParser, item: str) -> None:
     if value not in SWITCH_VALUES.get(name, ()):
         ap.error(f"--switch {item}: expected one of {switch_choices()}")
     table = {"bias_grad": static.BIAS_GRAD, "embedding": optim.EMBEDDING,
-             "compile": static.MASKED_LN}[name]  # fmt: skip
+             "compile": static.MASKED_LN, "row_grad": optim.ROW_GRAD}[name]  # fmt: skip
     table["impl"] = value
 
 

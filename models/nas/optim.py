@@ -21,6 +21,18 @@ one gradient in it is sparse, so the split keeps the dense parameters on the for
 State and state_dict are those of plain Adagrad (one group). torch's fused Adagrad rejects sparse
 gradients, so it is not used; on the CPU torch picks the per-tensor loop anyway.
 
+Row gradients (`AutoSparseEmbedding.row_grad`, on for the supernet's stem): the lookup's
+backward adds the batch's row gradients into a persistent fp32 buffer (`RowGrad`) and leaves
+`.grad` None; `clip_and_step` then counts those rows in the norm and updates only them (their
+Adagrad sum and weight, gathered and scattered back), and clears them. The same update as a
+dense gradient (untouched rows keep their weight and sum), without the dense passes over the
+whole table (~3.1M x 16 fp32: zeroing its gradient, reading it for the norm, and the fused
+update's 20 bytes per element: ~1.4 GB per step). `ROW_GRAD["impl"]`: "auto" (CUDA only, where
+`EMBEDDING` is "index_select"), "on" (any device: tests), "off". Any other consumer sees the
+dense gradient: `SplitAdagrad.step` and `clip_grad_norm` first turn pending rows into `.grad`.
+Not for a module whose backward is captured in a CUDA graph (the pending row list is kept on the
+host): standalone models (`graph_model`) keep dense gradients.
+
 `clip_grad_norm(params, max_norm)` is `torch.nn.utils.clip_grad_norm_` (2-norm over all gradients,
 coefficient max_norm / (norm + 1e-6) clamped to 1) for a mix of dense and sparse gradients: sparse
 ones are coalesced first (duplicate indices summed, so the norm of the values is the norm of the
@@ -78,6 +90,85 @@ class _AutoSparse:
 EMBEDDING = {"impl": "index_select"}
 
 
+ROW_GRAD = {"impl": "auto"}
+
+
+class RowGrad:
+    """The pending gradient of an embedding weight [R, D] as rows: `acc` (fp32 [R, D], zero
+    outside the pending rows) and the looked-up row indices since the last step (duplicates
+    included). `owner` [R] (-1 outside a step) marks each pending row's last position in the
+    index list, so a row is counted once in the norm."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.acc = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        self.owner = torch.full((weight.shape[0],), -1, dtype=torch.int64, device=weight.device)
+        self.idx: list[torch.Tensor] = []
+
+    def add(self, idx: torch.Tensor, grad: torch.Tensor) -> None:
+        self.acc.index_add_(0, idx, grad.reshape(-1, self.acc.shape[1]).float())
+        self.idx.append(idx)
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the pending row indices, with duplicates; 1.0 at each row's last position, else 0)."""
+        idx = self.idx[0] if len(self.idx) == 1 else torch.cat(self.idx)
+        self.idx = [idx]
+        pos = torch.arange(idx.numel(), device=idx.device)
+        self.owner.scatter_reduce_(0, idx, pos, "amax")
+        return idx, (self.owner.index_select(0, idx) == pos).float()
+
+    def clear(self) -> None:
+        """No pending rows (acc zeroed where they were)."""
+        if self.idx:
+            idx = torch.cat(self.idx)
+            self.acc.index_fill_(0, idx, 0.0)
+            self.owner.index_fill_(0, idx, -1)
+            self.idx = []
+
+    def to_grad(self, weight: torch.Tensor) -> None:
+        """Pending rows into weight.grad (added to one already there), then cleared."""
+        if self.idx:
+            g = self.acc.to(weight.dtype, copy=True)
+            weight.grad = g if weight.grad is None else weight.grad + g
+            self.clear()
+
+
+def pending_rows(p: torch.Tensor) -> RowGrad | None:
+    """The parameter's row gradient when it has pending rows, else None."""
+    rows = getattr(p, "row_grad", None)
+    return rows if rows is not None and rows.idx else None
+
+
+def materialize_rows(params: Iterable[torch.Tensor]) -> None:
+    """Every parameter's pending rows into its .grad (for consumers of dense gradients)."""
+    for p in params:
+        rows = pending_rows(p)
+        if rows is not None:
+            rows.to_grad(p)
+
+
+class _RowLookup(torch.autograd.Function):
+    """weight.index_select(0, idx); the backward adds the rows' gradients into `rows` and gives
+    the weight none (it stays pending until the optimizer's step)."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, idx: torch.Tensor, rows: RowGrad) -> Any:
+        ctx.idx, ctx.rows = idx, rows
+        return weight.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        ctx.rows.add(ctx.idx, grad)
+        return None, None, None
+
+
+def _row_grad_on(weight: torch.Tensor, sparse_grad: bool | None) -> bool:
+    """Whether ROW_GRAD lets an opted-in embedding keep row gradients for `weight` ("auto": on
+    CUDA with the index_select lookup, unless sparse gradients are asked for there)."""
+    impl = ROW_GRAD["impl"]
+    auto = weight.is_cuda and EMBEDDING["impl"] == "index_select"
+    return impl == "on" or (impl == "auto" and auto and not sparse_grad_on(weight, sparse_grad))
+
+
 class AutoSparseEmbedding(_AutoSparse, nn.Embedding):
     """nn.Embedding with sparse gradients on the CPU (`sparse_grad=None`) or as forced; on CUDA
     with dense gradients the lookup is an index_select (`EMBEDDING`: the same values; its
@@ -87,10 +178,18 @@ class AutoSparseEmbedding(_AutoSparse, nn.Embedding):
         super().__init__(*args, **kwargs)
         self.sparse_grad = sparse_grad
         self.sparse = sparse_grad_on(self.weight, sparse_grad)
+        self.row_grad = False  # opt-in: row gradients (module docstring) where ROW_GRAD allows
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         w = self.weight
         plain = self.padding_idx is not None or self.max_norm is not None or self.scale_grad_by_freq
+        if (self.row_grad and not plain and w.requires_grad and torch.is_grad_enabled()
+                and _row_grad_on(w, self.sparse_grad)):  # fmt: skip
+            rows = getattr(w, "row_grad", None)
+            if rows is None or rows.acc.device != w.device or rows.acc.shape != w.shape:
+                rows = w.row_grad = RowGrad(w)  # type: ignore[attr-defined]
+            flat = idx.reshape(-1)
+            return _RowLookup.apply(w, flat, rows).view(*idx.shape, w.shape[1])
         if (w.is_cuda and EMBEDDING["impl"] == "index_select" and not plain
                 and not sparse_grad_on(w, self.sparse_grad)):  # fmt: skip
             self.sparse = False
@@ -123,6 +222,7 @@ class SplitAdagrad(torch.optim.Adagrad):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
+        materialize_rows(p for g in self.param_groups for p in g["params"])
         groups = self.param_groups
         split = []
         for g in groups:
@@ -138,6 +238,15 @@ class SplitAdagrad(torch.optim.Adagrad):
             return super().step(closure)
         finally:
             self.param_groups = groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's zero_grad, and pending row gradients dropped."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                rows = pending_rows(p)
+                if rows is not None:
+                    rows.clear()
+        super().zero_grad(set_to_none)
 
     def fused_states(self) -> dict[int, dict[str, Any]]:
         """id(parameter) -> its state, for the parameters whose state the fused kernel can update
@@ -181,7 +290,10 @@ def make_optimizer(
 
 def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
     """Scale all gradients so that their joint 2-norm is at most `max_norm`; returns the norm
-    before clipping (a device tensor: no host synchronisation). Sparse gradients are coalesced."""
+    before clipping (a device tensor: no host synchronisation). Sparse gradients are coalesced;
+    pending row gradients become dense ones first."""
+    params = list(params)
+    materialize_rows(params)
     dense: list[nn.Parameter] = []  # parameters with dense gradients
     sparse: list[torch.Tensor] = []  # coalesced sparse gradients
     for p in params:
@@ -216,8 +328,19 @@ def clip_and_step(
     """`clip_grad_norm(params, max_norm); opt.step()`, fused on CUDA where it can be (module
     docstring; the gradients are then left unscaled). Returns the norm before clipping (a device
     tensor: no host synchronisation). Parameters without a gradient are skipped."""
-    params = [p for p in params if p.grad is not None]
-    fused = _fused_state(opt, params)
+    given = list(params)
+    rowed = [p for p in given if p.grad is None and pending_rows(p) is not None]
+    params = [p for p in given if p.grad is not None]
+    if rowed:  # the row update, or the plain path after the rows became dense gradients
+        row_states = _row_states(opt, rowed)
+        fused = _fused_state(opt, params, triton_only=False) if params else ()
+        if row_states is not None and fused is not None:
+            return _clip_and_step_rows(opt, params, fused, rowed, row_states, max_norm)
+        materialize_rows(rowed)
+        params = [p for p in given if p.grad is not None]
+        fused = None
+    else:
+        fused = _fused_state(opt, params)
     if fused is None:
         total = clip_grad_norm(params, max_norm)
         opt.step()
@@ -230,24 +353,90 @@ def clip_and_step(
     return total
 
 
+def _clip_and_step_rows(
+    opt: torch.optim.Optimizer, params: list[nn.Parameter], fused: tuple, rowed: list,
+    row_states: list[dict[str, Any]], max_norm: float,
+) -> torch.Tensor:  # fmt: skip
+    """`clip_and_step` with parameters of pending row gradients (`rowed`): the norm over the
+    dense gradients and every pending row once, then the fused update of the dense ones and the
+    row update of the others."""
+    group = opt.param_groups[0]
+    pending = []
+    for p in rowed:
+        rows = pending_rows(p)
+        pending.append((p, rows, *rows.rows()))  # type: ignore[union-attr]
+    sq = [(rows.acc.index_select(0, idx).square().sum(1) * last).sum()
+          for _, rows, idx, last in pending]  # fmt: skip
+    if fused:
+        sq.append(torch.nn.utils.get_total_norm(fused[1], 2.0).square())
+    total = torch.stack(sq).sum().sqrt()
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # as torch's clip_grads_with_norm_
+    if fused:
+        _, grads, sums, steps = fused
+        _count_step(steps)
+        adagrad_update_(params, grads, sums, group["lr"], group["eps"], coef, check=False)
+    _count_step([state["step"] for state in row_states])
+    for (p, rows, idx, _), state in zip(pending, row_states, strict=True):
+        _adagrad_rows_(p, state["sum"], rows.acc, idx, coef, group["lr"], group["eps"])
+        rows.clear()
+    return total
+
+
+def _plain_group(opt: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """The one parameter group of a SplitAdagrad whose step is plain Adagrad (no weight decay,
+    lr decay, maximize, differentiable or fused step; a float lr), else None."""
+    if not isinstance(opt, SplitAdagrad) or len(opt.param_groups) != 1:
+        return None
+    group = opt.param_groups[0]
+    if any(group[k] for k in ("weight_decay", "lr_decay", "maximize", "differentiable", "fused")):
+        return None
+    return None if torch.is_tensor(group["lr"]) else group
+
+
+def _row_states(opt: torch.optim.Optimizer, rowed: list[nn.Parameter]) -> list | None:
+    """The Adagrad states of parameters with pending rows when the row update applies (a plain
+    SplitAdagrad of one group, initialised fp32 states), else None."""
+    if _plain_group(opt) is None:
+        return None
+    states = [opt.state.get(p) for p in rowed]
+    ok = all(s and s.get("sum") is not None and s["sum"].dtype is torch.float32
+             and p.dtype is torch.float32 for p, s in zip(rowed, states, strict=True))  # fmt: skip
+    return states if ok else None
+
+
+@torch.no_grad()
+def _adagrad_rows_(
+    param: torch.Tensor, state_sum: torch.Tensor, acc: torch.Tensor, idx: torch.Tensor,
+    coef: torch.Tensor, lr: float, eps: float,
+) -> None:  # fmt: skip
+    """Clipped Adagrad on the rows `idx` (duplicates allowed: every copy computes the same new
+    row from the same old values, so the scatters write one value), as torch's dense step would
+    leave them; the other rows have a zero gradient, which leaves them unchanged."""
+    g = acc.index_select(0, idx) * coef
+    s = state_sum.index_select(0, idx).addcmul_(g, g)
+    std = s.sqrt().add_(eps)
+    p = param.index_select(0, idx).addcdiv_(g, std, value=-lr)
+    state_sum.index_copy_(0, idx, s)
+    param.index_copy_(0, idx, p)
+
+
 def optimizer_parameters(opt: torch.optim.Optimizer) -> list[nn.Parameter]:
     """Every parameter `opt` steps, in its groups' order (a list: no module traversal)."""
     return [p for group in opt.param_groups for p in group["params"]]
 
 
 def _fused_state(
-    opt: torch.optim.Optimizer, params: list[nn.Parameter]
+    opt: torch.optim.Optimizer, params: list[nn.Parameter], *, triton_only: bool = True
 ) -> tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None:
     """(group, grads, sums, steps) of `params` when the fused update equals torch's step, else
     None: a plain SplitAdagrad of one group whose parameters with gradients are exactly
     `params`, each with initialised state and a dense contiguous fp32 gradient on the Triton
     path's device. Everything `adagrad_update_` would check is checked here (it then runs
     without its own checks): one pass per step over `params`, the states' checks cached."""
-    if not params or not isinstance(opt, SplitAdagrad) or len(opt.param_groups) != 1:
+    group = _plain_group(opt)
+    if not params or group is None:
         return None
-    group = opt.param_groups[0]
-    plain = not any(group[k] for k in ("weight_decay", "lr_decay", "maximize", "differentiable"))
-    if not plain or group["fused"] or torch.is_tensor(group["lr"]) or not _use_triton(params[0]):
+    if triton_only and not _use_triton(params[0]):  # else adagrad_update_'s torch reference
         return None
     states = opt.fused_states()
     grads, sums, steps = [], [], []

@@ -222,6 +222,7 @@ class Supernet(_Network):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self._init_stem(table_sizes, sparse_grad)
+            self.embedding.row_grad = True  # eager lookups only: models/nas/optim.py
             self.blocks = nn.ModuleList(
                 Block(
                     sp.dense_ops,

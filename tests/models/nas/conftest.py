@@ -12,6 +12,15 @@ TABLES = [11, 7, 5]
 N_DENSE = 3
 
 
+@pytest.fixture(autouse=True)
+def dense_stem_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supernet stem's row gradients (CUDA's default, models/nas/optim.py) off, so that tests
+    comparing `.grad` see the embedding's; the tests of row gradients turn them on."""
+    from models.nas import optim
+
+    monkeypatch.setitem(optim.ROW_GRAD, "impl", "off")
+
+
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> SearchSpace:
     monkeypatch.setitem(SPACES, "tiny", TINY)

@@ -14,7 +14,15 @@ import torch
 from torch import nn
 
 from models.baselines import build_baseline
-from models.nas.optim import clip_grad_norm, make_optimizer, sparse_grad_parameters
+from models.nas import optim
+from models.nas.optim import (
+    AutoSparseEmbedding,
+    clip_and_step,
+    clip_grad_norm,
+    make_optimizer,
+    pending_rows,
+    sparse_grad_parameters,
+)
 from models.nas.space import sample_subnet
 from models.nas.supernet import SubnetModel, Supernet
 from models.nas.train import train_step
@@ -145,11 +153,13 @@ def test_optimizer_steps_dense_and_sparse_apart(tiny, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_auto_policy_sparse_on_cpu_dense_elsewhere(tiny, device):
+def test_auto_policy_sparse_on_cpu_dense_elsewhere(tiny, device, monkeypatch):
     """sparse_grad=None (the default): sparse gradients on the CPU, dense on CUDA (faster there,
-    models/nas/optim.py); True / False force one wherever the weight lives."""
+    models/nas/optim.py), row gradients for the supernet's stem; True / False force one wherever
+    the weight lives."""
     from models.nas.supernet import extract_subnet
 
+    monkeypatch.setitem(optim.ROW_GRAD, "impl", "auto")
     dense, sparse = (t.to(device) for t in tiny_batch(8))
     net = Supernet("tiny", TABLES, N_DENSE).to(device)
     sub = extract_subnet(net, sample_subnet("tiny", 1))
@@ -158,7 +168,10 @@ def test_auto_policy_sparse_on_cpu_dense_elsewhere(tiny, device):
     for model in (net, sub, dlrm, forced):
         model(dense, sparse).sum().backward()
     want = device == "cpu"
-    assert net.embedding.weight.grad.is_sparse == want
+    if want:
+        assert net.embedding.weight.grad.is_sparse
+    else:  # the supernet's stem keeps row gradients on CUDA (test_row_grad_*)
+        assert net.embedding.weight.grad is None and pending_rows(net.embedding.weight)
     assert sub.embedding.weight.grad.is_sparse == want and sub.embedding.sparse_grad is None
     assert all(t.weight.grad.is_sparse == want for t in dlrm.embeddings.tables)
     assert forced.sparse_linear.weight.grad.is_sparse and forced.embeddings.tables[0].sparse
@@ -186,3 +199,87 @@ def test_cuda_dense_lookup_is_an_index_select(monkeypatch):
         grads.append((out.detach(), emb.weight.grad.clone()))
     assert torch.equal(grads[0][0], grads[1][0]) and not emb.weight.grad.is_sparse
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_row_grad_step_equals_dense(tiny, device, monkeypatch):
+    """Row gradients (the supernet stem's on CUDA; forced on here): the same steps as dense
+    gradients to the module's tolerance, sampled paths and the full supernet, clipping idle and
+    active; the embedding never gets a .grad and no rows stay pending."""
+    monkeypatch.setitem(optim.ROW_GRAD, "impl", "on")
+    sub = sample_subnet("tiny", 4)
+    for subnet, clip in ((sub, 5.0), (None, 1e-3)):
+        a, b = (Supernet("tiny", TABLES, N_DENSE, sparse_grad=False) for _ in range(2))
+        b.load_state_dict(a.state_dict())
+        b.embedding.row_grad = False
+        before = a.embedding.weight.detach().clone()
+        pa = _assert_same(a, b, device, clip=clip, subnet=subnet)
+        weight = a.embedding.weight
+        assert weight.grad is None and pending_rows(weight) is None
+        assert not weight.row_grad.acc.any() and bool((weight.row_grad.owner == -1).all())
+        moved = (pa["embedding.weight"].detach() != before.to(device)).any(1).cpu()
+        seen = torch.zeros(weight.shape[0], dtype=torch.bool)
+        for i in range(2):
+            seen[(tiny_batch(32, seed=i)[1].long() + a.offsets.cpu()).flatten()] = True
+        assert torch.equal(moved, seen)  # untouched rows keep their values
+
+
+def test_row_grad_norm_and_update_hand_computed(monkeypatch):
+    """Rows 1, 1, 3 with gradients (3, 0), (1, 0), (0, 3) -> (4, 0) and (0, 3): norm 5; with a
+    dense gradient (12,) the joint norm is 13, and clipping to 6.5 halves every gradient. Adagrad
+    (lr 0.5, eps 0.1, sums from 0): row 1 g = (2, 0): sum (4, 0), step -0.5 * 2 / (2 + 0.1);
+    row 3 g = (0, 1.5): sum (0, 2.25), step -0.5 * 1.5 / (1.5 + 0.1); the dense parameter
+    g = 6: sum 36, step -0.5 * 6 / 6.1; rows 0 and 2 unchanged."""
+    monkeypatch.setitem(optim.ROW_GRAD, "impl", "on")
+    emb = AutoSparseEmbedding(4, 2, sparse_grad=False)
+    emb.row_grad = True
+    lin = nn.Parameter(torch.zeros(1))
+    with torch.no_grad():
+        emb.weight.zero_()
+    opt = make_optimizer([emb.weight, lin], 0.5, 0.1)
+    out = emb(torch.tensor([1, 1, 3]))
+    (out * torch.tensor([[3.0, 0.0], [1.0, 0.0], [0.0, 3.0]])).sum().backward()
+    lin.grad = torch.tensor([12.0])
+    assert emb.weight.grad is None and pending_rows(emb.weight) is not None
+    total = clip_and_step(opt, [emb.weight, lin], 6.5)
+    assert float(total) == pytest.approx(13.0, abs=1e-5)
+    c = 6.5 / (13.0 + 1e-6)
+    g1, g3 = 4.0 * c, 3.0 * c
+    want = torch.tensor([[0.0, 0.0], [-0.5 * g1 / (g1 + 0.1), 0.0], [0.0, 0.0],
+                         [0.0, -0.5 * g3 / (g3 + 0.1)]])  # fmt: skip
+    torch.testing.assert_close(emb.weight.detach(), want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        opt.state[emb.weight]["sum"],
+        torch.tensor([[0.0, 0.0], [g1 * g1, 0.0], [0.0, 0.0], [0.0, g3 * g3]]),
+    )
+    torch.testing.assert_close(lin.detach(), torch.tensor([-0.5 * 12 * c / (12 * c + 0.1)]))
+    assert float(opt.state[emb.weight]["step"]) == 1.0 == float(opt.state[lin]["step"])
+    assert pending_rows(emb.weight) is None and not emb.weight.row_grad.acc.any()
+
+
+def test_row_grad_dense_consumers_and_zero_grad(monkeypatch):
+    """Pending rows become a dense .grad for opt.step() and clip_grad_norm (the same update as a
+    dense lookup's), and zero_grad drops them."""
+    monkeypatch.setitem(optim.ROW_GRAD, "impl", "on")
+    torch.manual_seed(0)
+    idx = torch.tensor([[0, 2, 2], [5, 0, 1]])
+    go = torch.randn(2, 3, 4)
+    results = []
+    for rows in (True, False):
+        emb = AutoSparseEmbedding(6, 4, sparse_grad=False)
+        emb.row_grad = rows
+        with torch.no_grad():
+            emb.weight.copy_(torch.arange(24.0).view(6, 4) / 10)
+        opt = make_optimizer(emb, 0.3, 1e-2)
+        emb(idx).backward(go)
+        clip_grad_norm(emb.parameters(), 0.5)
+        assert emb.weight.grad is not None and pending_rows(emb.weight) is None
+        opt.step()
+        emb(idx).backward(go)
+        opt.step()  # SplitAdagrad.step turns the pending rows into .grad itself
+        results.append(emb.weight.detach().clone())
+        emb(idx).backward(go)
+        opt.zero_grad()
+        if rows:
+            assert pending_rows(emb.weight) is None and not emb.weight.row_grad.acc.any()
+    torch.testing.assert_close(results[0], results[1], atol=ATOL, rtol=RTOL)
