@@ -19,6 +19,21 @@ Measured 2026-12-06, session 11 (same settings; --command-steps 0 --full-steps 0
   against 659,002 (12.43 ms) for the session-9 commit 37580aa; eager 175k against 167k. The
   warm-up pass over the 40 subnets takes 61.0 s instead of 14.9 s (torch.compile of the weight
   selection, masked LayerNorm and FM term); 171 block graphs, peak GPU memory 5.2 GiB as before.
+  A/B of the switches (H100, the graphed steady state of the same 40 subnets in one call, two
+  timed passes each; the benchmark's loop in a scratch script with torch.profiler added):
+  default 730k / 732k samples/s (11.23 / 11.19 ms); compile=eager 505k (16.20 ms);
+  bias_grad=sum 695k / 696k (11.79 / 11.77 ms); embedding=embedding 690k / 703k (11.87 /
+  11.66 ms): every default kept. Profile of the default there: 1,109 kernels and 10.55 ms of
+  kernel time per step; strided elementwise kernels 1.51 ms (166 kernels), vectorised ones
+  0.88 ms (272), attention 1.56 ms (backward dk/dv 0.61, dq 0.51, forward 0.44), token
+  LayerNorm backward 0.45 ms and forward 0.17 ms, fused Adagrad 0.41 ms, cuBLAS split-K reduces
+  0.28 ms (84 kernels), the embedding gather 0.13 ms.
+  Tried and removed: the token LayerNorm over [samples, tokens, features] tiles (tokens a
+  compile-time size, so a transposed input is read along its contiguous token axis): 725k /
+  726k against 712k / 725k for the same commit without it (H100, one call): no gain.
+  Then (untimed: no GPU time left) the stem's row gradients (models/nas/optim.py): the table's
+  dense gradient, its norm pass and its share of the fused update (~1.4 GB per step) replaced by
+  row gathers and scatters; --switch row_grad=off gives the A/B.
   Target 1M: still not met (8.19 ms per step needed).
 Session 10 (2026-12-06): the changes, made after these profiles and timed in session 11.
   Profile of the session-9 code (H100, graphed steady state, 567k samples/s, 14.4 ms): 1,548
@@ -30,9 +45,7 @@ Session 10 (2026-12-06): the changes, made after these profiles and timed in ses
   binary ops' full-width pair copies, and outside the blocks F.embedding's gather (130 us) and
   sorted backward (375 us). Each of these was removed or shrunk (docs/models.md); roofline
   (benchmarks/step_roofline.py --paths 16) 19.8 -> 16.9 GB and 2,184 -> 1,919 kernels per step.
-  To time them: the headline command, then again with --switch bias_grad=sum --switch
-  embedding=embedding --switch compile=eager on the same machine (the unswitchable kernel
-  changes need the session-9 commit, 37580aa, for their baseline).
+  Timed in session 11 (above), each switch against the default on one machine.
 Measured 2026-11-26, session 9 (same settings; --command-steps 0 --full-steps 0 --paths 1):
   654k samples/s (12.52 ms per step) in two runs, with the fused optimizer's host checks cached
   and the interaction switches folded into weights; session 8's 650-652k is within noise of it.
