@@ -161,9 +161,33 @@ def print_profile(label, step_fn, device, steps=10, warm=3):
         time_steps(step_fn, steps, device, warm=0)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"profile: {label}, {steps} steps")
+    if device.type == "cuda":
+        cuda = torch.autograd.DeviceType.CUDA
+        gpu = [e.device_time for e in prof.events() if e.device_type == cuda]
+        print(kernel_histogram(gpu, steps))
     print(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60))
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12,
                                     max_name_column_width=40))  # fmt: skip
+
+
+KERNEL_BUCKETS_US = (3, 6, 12, 25, 50, 100)
+
+
+def kernel_histogram(durations_us, steps) -> str:
+    """Kernels and kernel time per step, in all and by duration (< 3 us, < 6 us, ... >= 100 us):
+    how much of a step is launch-sized kernels (fusion's target) and how much is long ones."""
+    counts = [0] * (len(KERNEL_BUCKETS_US) + 1)
+    times = [0.0] * len(counts)
+    for d in durations_us:
+        i = next((i for i, top in enumerate(KERNEL_BUCKETS_US) if d < top), len(KERNEL_BUCKETS_US))
+        counts[i] += 1
+        times[i] += d
+    names = [f"< {top} us" for top in KERNEL_BUCKETS_US] + [f">= {KERNEL_BUCKETS_US[-1]} us"]
+    lines = [f"kernels per step {len(durations_us) / steps:,.1f}, kernel time per step "
+             f"{sum(times) / steps / 1e3:.3f} ms"]  # fmt: skip
+    lines += [f"  {name:10s} {c / steps:8.1f} kernels {t / steps / 1e3:8.3f} ms"
+              for name, c, t in zip(names, counts, times, strict=True)]  # fmt: skip
+    return "\n".join(lines)
 
 
 def key_table(chain, subnets, batch) -> str:

@@ -25,3 +25,15 @@ def test_switches_set_the_module_tables(benchmark, monkeypatch):
         with pytest.raises(SystemExit) as exc:
             b.set_switch(ap, bad)
         assert exc.value.code == 2
+
+
+def test_kernel_histogram_hand_counted(benchmark):
+    # 2 steps: kernels of 1, 2.5, 3, 40, 150 and 150 us -> 3 per step, 173.25 us per step;
+    # < 3 us: 1, 2.5 (1.75 us per step); < 6 us: 3; < 50 us: 40; >= 100 us: 150, 150
+    text = benchmark("train_supernet").kernel_histogram([1, 2.5, 3, 40, 150, 150], 2)
+    lines = text.splitlines()
+    assert lines[0] == "kernels per step 3.0, kernel time per step 0.173 ms"
+    assert lines[1].split() == ["<", "3", "us", "1.0", "kernels", "0.002", "ms"]
+    assert lines[2].split()[3] == "0.5" and lines[5].split()[3] == "0.5"
+    assert lines[7].split() == [">=", "100", "us", "1.0", "kernels", "0.150", "ms"]
+    assert [line.split()[3] for line in lines[3:5] + lines[6:7]] == ["0.0", "0.0", "0.0"]
