@@ -108,10 +108,15 @@ class RowGrad:
         self.acc.index_add_(0, idx, grad.reshape(-1, self.acc.shape[1]).float())
         self.idx.append(idx)
 
+    def pending(self) -> torch.Tensor:
+        """The pending row indices (duplicates included), as one tensor."""
+        if len(self.idx) > 1:
+            self.idx = [torch.cat(self.idx)]
+        return self.idx[0]
+
     def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(the pending row indices, with duplicates; 1.0 at each row's last position, else 0)."""
-        idx = self.idx[0] if len(self.idx) == 1 else torch.cat(self.idx)
-        self.idx = [idx]
+        idx = self.pending()
         pos = torch.arange(idx.numel(), device=idx.device)
         self.owner.scatter_reduce_(0, idx, pos, "amax")
         return idx, (self.owner.index_select(0, idx) == pos).float()
@@ -119,7 +124,7 @@ class RowGrad:
     def clear(self) -> None:
         """No pending rows (acc zeroed where they were)."""
         if self.idx:
-            idx = torch.cat(self.idx)
+            idx = self.pending()
             self.acc.index_fill_(0, idx, 0.0)
             self.owner.index_fill_(0, idx, -1)
             self.idx = []

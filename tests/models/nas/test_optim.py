@@ -283,3 +283,26 @@ def test_row_grad_dense_consumers_and_zero_grad(monkeypatch):
         if rows:
             assert pending_rows(emb.weight) is None and not emb.weight.row_grad.acc.any()
     torch.testing.assert_close(results[0], results[1], atol=ATOL, rtol=RTOL)
+
+
+def test_row_grad_accumulates_over_backward_calls(monkeypatch):
+    """Two backward passes before one step (gradient accumulation, overlapping rows): the row
+    update equals the dense one, every row of either pass counted once in the norm."""
+    monkeypatch.setitem(optim.ROW_GRAD, "impl", "on")
+    torch.manual_seed(1)
+    batches = [torch.tensor([[0, 3, 3]]), torch.tensor([[3, 4, 1]])]
+    gos = [torch.randn(1, 3, 4) for _ in batches]
+    results = []
+    for rows in (True, False):
+        emb = AutoSparseEmbedding(6, 4, sparse_grad=False)
+        emb.row_grad = rows
+        with torch.no_grad():
+            emb.weight.copy_(torch.arange(24.0).view(6, 4) / 10)
+        opt = make_optimizer(emb, 0.3, 1e-2)
+        for idx, go in zip(batches, gos, strict=True):
+            emb(idx).backward(go)
+        assert (emb.weight.grad is None) == rows
+        total = clip_and_step(opt, list(emb.parameters()), 0.5)
+        results.append((float(total), emb.weight.detach().clone()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    torch.testing.assert_close(results[0][1], results[1][1], atol=ATOL, rtol=RTOL)
