@@ -257,6 +257,16 @@ def test_row_grad_norm_and_update_hand_computed(monkeypatch):
     assert pending_rows(emb.weight) is None and not emb.weight.row_grad.acc.any()
 
 
+def _small_embedding(rows):
+    """A 6 x 4 embedding (weights 0.0, 0.1, ... 2.3) with or without row gradients, and its
+    optimizer (lr 0.3, eps 1e-2)."""
+    emb = AutoSparseEmbedding(6, 4, sparse_grad=False)
+    emb.row_grad = rows
+    with torch.no_grad():
+        emb.weight.copy_(torch.arange(24.0).view(6, 4) / 10)
+    return emb, make_optimizer(emb, 0.3, 1e-2)
+
+
 def test_row_grad_dense_consumers_and_zero_grad(monkeypatch):
     """Pending rows become a dense .grad for opt.step() and clip_grad_norm (the same update as a
     dense lookup's), and zero_grad drops them."""
@@ -266,11 +276,7 @@ def test_row_grad_dense_consumers_and_zero_grad(monkeypatch):
     go = torch.randn(2, 3, 4)
     results = []
     for rows in (True, False):
-        emb = AutoSparseEmbedding(6, 4, sparse_grad=False)
-        emb.row_grad = rows
-        with torch.no_grad():
-            emb.weight.copy_(torch.arange(24.0).view(6, 4) / 10)
-        opt = make_optimizer(emb, 0.3, 1e-2)
+        emb, opt = _small_embedding(rows)
         emb(idx).backward(go)
         clip_grad_norm(emb.parameters(), 0.5)
         assert emb.weight.grad is not None and pending_rows(emb.weight) is None
@@ -294,11 +300,7 @@ def test_row_grad_accumulates_over_backward_calls(monkeypatch):
     gos = [torch.randn(1, 3, 4) for _ in batches]
     results = []
     for rows in (True, False):
-        emb = AutoSparseEmbedding(6, 4, sparse_grad=False)
-        emb.row_grad = rows
-        with torch.no_grad():
-            emb.weight.copy_(torch.arange(24.0).view(6, 4) / 10)
-        opt = make_optimizer(emb, 0.3, 1e-2)
+        emb, opt = _small_embedding(rows)
         for idx, go in zip(batches, gos, strict=True):
             emb(idx).backward(go)
         assert (emb.weight.grad is None) == rows
