@@ -332,7 +332,9 @@ def clip_and_step(
 ) -> torch.Tensor:
     """`clip_grad_norm(params, max_norm); opt.step()`, fused on CUDA where it can be (module
     docstring; the gradients are then left unscaled). Returns the norm before clipping (a device
-    tensor: no host synchronisation). Parameters without a gradient are skipped."""
+    tensor: no host synchronisation). Parameters without a gradient are skipped; those with
+    pending row gradients (module docstring) are counted and updated by rows where the fused
+    update applies (on any device), else their rows become dense gradients first."""
     given = list(params)
     rowed = [p for p in given if p.grad is None and pending_rows(p) is not None]
     params = [p for p in given if p.grad is not None]
