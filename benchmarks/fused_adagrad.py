@@ -17,6 +17,10 @@ addcdiv read param, numerator, std + write param 4; (b) 6: norm read 1 + kernel 
 grad, sum; write param, sum); (c) 5. GB/s = GB counted / ms (the H200's HBM3e peak: 4.8 TB/s).
 Last, one step of (a) and one of (b) from identical parameters, sums and gradients: the largest
 absolute differences of parameters and sums and how many elements differ at all.
+Then the embedding table's share, as a training step makes it (models/nas/optim.py, row
+gradients): (d) its gradient dense (a zeroed table gradient plus index_add of the batch's
+8192 x 26 lookups) and clip_and_step, against (e) the same lookups added as rows (RowGrad) and
+clip_and_step's row update; the other gradients as in (b) in both.
 
     PYTHONPATH=. .venv/bin/python benchmarks/fused_adagrad.py [--full] [--steps 20]
 
@@ -90,21 +94,22 @@ def with_gradients(args, device):
     with autocast(device, True):
         logits = net(dense, sparse, subnet)
     F.binary_cross_entropy_with_logits(logits.float(), label).backward()
-    return net, opt
+    return net, opt, (sparse.long() + net.offsets).flatten()
 
 
-def timed(fn, steps: int, repeats: int) -> tuple[float, float]:
+def timed(fn, steps: int, repeats: int, cuda: bool = True) -> tuple[float, float]:
     """(ms per step to completion, ms per step for the calls to return): medians over repeats,
     after a warm-up step (which compiles the kernel)."""
+    sync = torch.cuda.synchronize if cuda else lambda: None
     fn()
-    torch.cuda.synchronize()
+    sync()
     wall, host = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(steps):
             fn()
         t1 = time.perf_counter()
-        torch.cuda.synchronize()
+        sync()
         wall.append((time.perf_counter() - t0) / steps * 1e3)
         host.append((t1 - t0) / steps * 1e3)
     return statistics.median(wall), statistics.median(host)
@@ -178,6 +183,32 @@ def rows(args, params, opt) -> list[tuple[str, float, float, int]]:
     return out
 
 
+def table_rows(args, weight, idx, params, opt) -> list[tuple[str, float, float]]:
+    """(label, ms, host ms) of (d) the table's gradient dense and (e) as rows, each followed by
+    clip_and_step over `params` (the table's weight among them; the rows' gradients are random:
+    the values do not change the work)."""
+    from models.nas.optim import RowGrad, clip_and_step
+
+    gen = torch.Generator(device=weight.device).manual_seed(args.seed)
+    g = torch.randn(idx.numel(), weight.shape[1], device=weight.device, generator=gen) * 1e-3
+    rows = weight.row_grad = RowGrad(weight)
+
+    def dense() -> None:
+        weight.grad = torch.zeros_like(weight).index_add_(0, idx, g)
+        clip_and_step(opt, params, CLIP)
+
+    def rowed() -> None:
+        weight.grad = None
+        rows.add(idx, g)
+        clip_and_step(opt, params, CLIP)
+
+    sync = weight.is_cuda
+    return [
+        ("(d) table gradient dense + step", *timed(dense, args.steps, args.repeats, sync)),
+        ("(e) table gradient as rows + step", *timed(rowed, args.steps, args.repeats, sync)),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not torch.cuda.is_available():
@@ -190,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         print("no triton")
         return
     device = torch.device("cuda")
-    net, opt = with_gradients(args, device)
+    net, opt, idx = with_gradients(args, device)
     params = [p for p in net.parameters() if p.grad is not None]
     n_elems = sum(p.numel() for p in params)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; nasrec-full "
@@ -205,6 +236,12 @@ def main(argv: list[str] | None = None) -> None:
         gb = passes * 4 * n_elems / 1e9
         print(f"  {label:<34}{ms:>8.3f}{host_ms:>9.3f}{gb:>7.2f}{gb / ms * 1e3:>8.0f}")
     print(f"\n  (a) / (b): {table[0][1] / table[1][1]:.2f}x")
+    weight = net.embedding.weight
+    table = table_rows(args, weight, idx, params, opt)
+    print(f"\n  {'embedding table':<34}{'ms':>8}{'host ms':>9}   ({idx.numel():,} lookups)")
+    for label, ms, host_ms in table:
+        print(f"  {label:<34}{ms:>8.3f}{host_ms:>9.3f}")
+    print(f"\n  (d) / (e): {table[0][1] / table[1][1]:.2f}x")
 
 
 if __name__ == "__main__":
