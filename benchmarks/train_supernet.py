@@ -265,28 +265,29 @@ def attention_table(device, batch) -> str:
     return "\n".join(lines)
 
 
+# name: (the models.nas module and its switch table, values with the default first)
 SWITCH_VALUES = {
-    "bias_grad": ("mv", "sum"),  # models.nas.static.BIAS_GRAD
-    "embedding": ("index_select", "embedding"),  # models.nas.optim.EMBEDDING
-    "compile": ("auto", "eager"),  # models.nas.static.MASKED_LN (every compiled function)
-    "row_grad": ("auto", "off"),  # models.nas.optim.ROW_GRAD (the stem's row gradients)
+    "bias_grad": ("static.BIAS_GRAD", ("mv", "sum")),
+    "embedding": ("optim.EMBEDDING", ("index_select", "embedding")),
+    "compile": ("static.MASKED_LN", ("auto", "eager")),  # every compiled function
+    "row_grad": ("optim.ROW_GRAD", ("auto", "off")),  # the stem's row gradients
 }
 
 
 def switch_choices() -> str:
-    return ", ".join(f"{k}={'|'.join(v)}" for k, v in SWITCH_VALUES.items())
+    return ", ".join(f"{k}={'|'.join(v)}" for k, (_, v) in SWITCH_VALUES.items())
 
 
 def set_switch(ap: argparse.ArgumentParser, item: str) -> None:
     """Set one module switch from NAME=VALUE (SWITCH_VALUES), or exit with the parser's error."""
-    from models.nas import optim, static
+    import importlib
 
     name, _, value = item.partition("=")
-    if value not in SWITCH_VALUES.get(name, ()):
+    where, values = SWITCH_VALUES.get(name, ("", ()))
+    if value not in values:
         ap.error(f"--switch {item}: expected one of {switch_choices()}")
-    table = {"bias_grad": static.BIAS_GRAD, "embedding": optim.EMBEDDING,
-             "compile": static.MASKED_LN, "row_grad": optim.ROW_GRAD}[name]  # fmt: skip
-    table["impl"] = value
+    module, table = where.split(".")
+    getattr(importlib.import_module(f"models.nas.{module}"), table)["impl"] = value
 
 
 def main() -> None:

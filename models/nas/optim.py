@@ -166,12 +166,17 @@ class _RowLookup(torch.autograd.Function):
         return None, None, None
 
 
+def _index_select_on(weight: torch.Tensor, sparse_grad: bool | None) -> bool:
+    """Whether a lookup of `weight` is CUDA's index_select (`EMBEDDING`; dense gradients)."""
+    return (weight.is_cuda and EMBEDDING["impl"] == "index_select"
+            and not sparse_grad_on(weight, sparse_grad))  # fmt: skip
+
+
 def _row_grad_on(weight: torch.Tensor, sparse_grad: bool | None) -> bool:
-    """Whether ROW_GRAD lets an opted-in embedding keep row gradients for `weight` ("auto": on
-    CUDA with the index_select lookup, unless sparse gradients are asked for there)."""
+    """Whether ROW_GRAD lets an opted-in embedding keep row gradients for `weight` ("auto":
+    where the lookup is the index_select)."""
     impl = ROW_GRAD["impl"]
-    auto = weight.is_cuda and EMBEDDING["impl"] == "index_select"
-    return impl == "on" or (impl == "auto" and auto and not sparse_grad_on(weight, sparse_grad))
+    return impl == "on" or (impl == "auto" and _index_select_on(weight, sparse_grad))
 
 
 class AutoSparseEmbedding(_AutoSparse, nn.Embedding):
@@ -195,8 +200,7 @@ class AutoSparseEmbedding(_AutoSparse, nn.Embedding):
                 rows = w.row_grad = RowGrad(w)  # type: ignore[attr-defined]
             flat = idx.reshape(-1)
             return _RowLookup.apply(w, flat, rows).view(*idx.shape, w.shape[1])
-        if (w.is_cuda and EMBEDDING["impl"] == "index_select" and not plain
-                and not sparse_grad_on(w, self.sparse_grad)):  # fmt: skip
+        if not plain and _index_select_on(w, self.sparse_grad):
             self.sparse = False
             return w.index_select(0, idx.reshape(-1)).view(*idx.shape, w.shape[1])
         return super().forward(idx)
@@ -378,11 +382,13 @@ def _clip_and_step_rows(
         sq.append(torch.nn.utils.get_total_norm(fused[1], 2.0).square())
     total = torch.stack(sq).sum().sqrt()
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # as torch's clip_grads_with_norm_
+    steps = [state["step"] for state in row_states]
     if fused:
-        _, grads, sums, steps = fused
-        _count_step(steps)
+        _, grads, sums, dense_steps = fused
+        _count_step([*dense_steps, *steps])
         adagrad_update_(params, grads, sums, group["lr"], group["eps"], coef, check=False)
-    _count_step([state["step"] for state in row_states])
+    else:
+        _count_step(steps)
     for (p, rows, idx, _), state in zip(pending, row_states, strict=True):
         _adagrad_rows_(p, state["sum"], rows.acc, idx, coef, group["lr"], group["eps"])
         rows.clear()
