@@ -7,7 +7,13 @@ Why: in the graphed supernet step the lookup (index_select of 8192 x 26 rows of 
 HBM speed. This separates the candidate causes: random rows over a large table (uniform), the
 same rows sorted (DRAM locality), skewed rows as in click logs (Zipf 1.1 per table: L2 reuse),
 and a table small enough for L2 (100,000 rows); each through index_select (the CUDA path's
-lookup), F.embedding, and index_select followed by the bf16 cast that the node buffers store.
+lookup until session 11), F.embedding, index_select followed by the bf16 cast that the node
+buffers store, and models/nas/row_kernels.py's gather_rows (the lookup since session 12).
+
+Measured 2026-12-06 (H100, torch 2.11), before gather_rows: every pattern and both table sizes
+130-134 us (~220 GB/s) through index_select and F.embedding, 137-140 us with the bf16 cast: the
+time does not depend on the table's size or the rows' locality, so the bytes are not the limit
+(torch's vectorised gather kernel gives each 64-byte row a few threads).
 
 us per lookup: CUDA events around --iters calls after a warm-up (CPU: wall time); GB/s: bytes
 of the selected rows read plus written (and the indices) per second.
@@ -58,11 +64,15 @@ def index_patterns(rows: int, lookups: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def lookups(weight: torch.Tensor) -> dict[str, object]:
-    """The lookups timed, by name: each maps an index tensor to its rows."""
+    """The lookups timed, by name: each maps an index tensor to its rows (gather_rows: the
+    stem's lookup since session 12, Triton on CUDA, index_select elsewhere)."""
+    from models.nas.row_kernels import gather_rows
+
     return {
         "index_select": lambda idx: weight.index_select(0, idx),
         "F.embedding": lambda idx: F.embedding(idx, weight),
         "index_select + bf16": lambda idx: weight.index_select(0, idx).to(torch.bfloat16),
+        "gather_rows": lambda idx: gather_rows(weight, idx),
     }
 
 

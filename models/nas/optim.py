@@ -63,6 +63,12 @@ from torch import nn
 
 from models.nas.fused_adagrad import adagrad_update_
 from models.nas.kernels import _use_triton
+from models.nas.row_kernels import (
+    adagrad_owned_rows_,
+    gather_rows,
+    owned_sq_sum,
+    scatter_add_rows_,
+)
 
 
 def sparse_grad_on(weight: torch.Tensor, sparse_grad: bool | None) -> bool:
@@ -105,7 +111,7 @@ class RowGrad:
         self.idx: list[torch.Tensor] = []
 
     def add(self, idx: torch.Tensor, grad: torch.Tensor) -> None:
-        self.acc.index_add_(0, idx, grad.reshape(-1, self.acc.shape[1]).float())
+        scatter_add_rows_(self.acc, idx, grad)
         self.idx.append(idx)
 
     def pending(self) -> torch.Tensor:
@@ -114,12 +120,12 @@ class RowGrad:
             self.idx = [torch.cat(self.idx)]
         return self.idx[0]
 
-    def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the pending row indices, with duplicates; 1.0 at each row's last position, else 0)."""
+    def mark_owners(self) -> torch.Tensor:
+        """The pending row indices (duplicates included), each pending row's `owner` set to its
+        last position in them."""
         idx = self.pending()
-        pos = torch.arange(idx.numel(), device=idx.device)
-        self.owner.scatter_reduce_(0, idx, pos, "amax")
-        return idx, (self.owner.index_select(0, idx) == pos).float()
+        self.owner.scatter_reduce_(0, idx, torch.arange(idx.numel(), device=idx.device), "amax")
+        return idx
 
     def clear(self) -> None:
         """No pending rows (acc zeroed where they were)."""
@@ -158,12 +164,29 @@ class _RowLookup(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, idx: torch.Tensor, rows: RowGrad) -> Any:
         ctx.idx, ctx.rows = idx, rows
-        return weight.index_select(0, idx)
+        return gather_rows(weight, idx)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Any:
         ctx.rows.add(ctx.idx, grad)
         return None, None, None
+
+
+class _Lookup(torch.autograd.Function):
+    """weight.index_select(0, idx) through `gather_rows`, with index_select's backward (the
+    rows' gradients added into a zeroed table gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, idx: torch.Tensor) -> Any:
+        ctx.save_for_backward(idx)
+        ctx.weight_shape = weight.shape
+        return gather_rows(weight, idx)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        (idx,) = ctx.saved_tensors
+        out = grad.new_zeros(ctx.weight_shape)
+        return out.index_add_(0, idx, grad.reshape(-1, out.shape[1])), None
 
 
 def _index_select_on(weight: torch.Tensor, sparse_grad: bool | None) -> bool:
@@ -202,7 +225,7 @@ class AutoSparseEmbedding(_AutoSparse, nn.Embedding):
             return _RowLookup.apply(w, flat, rows).view(*idx.shape, w.shape[1])
         if not plain and _index_select_on(w, self.sparse_grad):
             self.sparse = False
-            return w.index_select(0, idx.reshape(-1)).view(*idx.shape, w.shape[1])
+            return _Lookup.apply(w, idx.reshape(-1)).view(*idx.shape, w.shape[1])
         return super().forward(idx)
 
 
@@ -375,9 +398,8 @@ def _clip_and_step_rows(
     pending = []
     for p in rowed:
         rows = pending_rows(p)
-        pending.append((p, rows, *rows.rows()))  # type: ignore[union-attr]
-    sq = [(rows.acc.index_select(0, idx).square().sum(1) * last).sum()
-          for _, rows, idx, last in pending]  # fmt: skip
+        pending.append((p, rows, rows.mark_owners()))  # type: ignore[union-attr]
+    sq = [owned_sq_sum(rows.acc, idx, rows.owner) for _, rows, idx in pending]
     if fused:
         sq.append(torch.nn.utils.get_total_norm(fused[1], 2.0).square())
     total = torch.stack(sq).sum().sqrt()
@@ -389,9 +411,10 @@ def _clip_and_step_rows(
         adagrad_update_(params, grads, sums, group["lr"], group["eps"], coef, check=False)
     else:
         _count_step(steps)
-    for (p, rows, idx, _), state in zip(pending, row_states, strict=True):
-        _adagrad_rows_(p, state["sum"], rows.acc, idx, coef, group["lr"], group["eps"])
-        rows.clear()
+    for (p, rows, idx), state in zip(pending, row_states, strict=True):
+        adagrad_owned_rows_(p, state["sum"], rows.acc, rows.owner, idx, coef, group["lr"],
+                            group["eps"])  # fmt: skip
+        rows.idx = []  # the update zeroed the rows' acc and reset their owner
     return total
 
 
@@ -415,22 +438,6 @@ def _row_states(opt: torch.optim.Optimizer, rowed: list[nn.Parameter]) -> list |
     ok = all(s and s.get("sum") is not None and s["sum"].dtype is torch.float32
              and p.dtype is torch.float32 for p, s in zip(rowed, states, strict=True))  # fmt: skip
     return states if ok else None
-
-
-@torch.no_grad()
-def _adagrad_rows_(
-    param: torch.Tensor, state_sum: torch.Tensor, acc: torch.Tensor, idx: torch.Tensor,
-    coef: torch.Tensor, lr: float, eps: float,
-) -> None:  # fmt: skip
-    """Clipped Adagrad on the rows `idx` (duplicates allowed: every copy computes the same new
-    row from the same old values, so the scatters write one value), as torch's dense step would
-    leave them; the other rows have a zero gradient, which leaves them unchanged."""
-    g = acc.index_select(0, idx) * coef
-    s = state_sum.index_select(0, idx).addcmul_(g, g)
-    std = s.sqrt().add_(eps)
-    p = param.index_select(0, idx).addcdiv_(g, std, value=-lr)
-    state_sum.index_copy_(0, idx, s)
-    param.index_copy_(0, idx, p)
 
 
 def optimizer_parameters(opt: torch.optim.Optimizer) -> list[nn.Parameter]:

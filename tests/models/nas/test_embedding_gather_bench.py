@@ -25,7 +25,7 @@ def test_every_case_measured(benchmark):
     args = b.parse_args(["--device", "cpu", "--rows", "3000", "--small-rows", "500",
                          "--lookups", "1000", "--iters", "2"])  # fmt: skip
     rows = b.measure(args)
-    assert len(rows) == 2 * 3 * 3
+    assert len(rows) == 2 * 3 * 4
     assert {r[:2] for r in rows} == {(t, p) for t in ("large", "small")
                                      for p in ("uniform", "sorted", "zipf")}  # fmt: skip
     assert all(us > 0 and gbs > 0 for *_, us, gbs in rows)

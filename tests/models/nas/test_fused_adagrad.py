@@ -1,9 +1,7 @@
 """Clipped Adagrad fused into one kernel (models/nas/fused_adagrad.py) and `clip_and_step`.
 
-The CPU and reference tests always run. The Triton tests run on CUDA when a GPU is present,
-otherwise under Triton's CPU interpreter (as tests/models/nas/test_kernels.py: without a GPU this
-module sets TRITON_INTERPRET=1 before triton's first import); they skip when triton does not
-import or was imported earlier without the interpreter.
+The CPU and reference tests always run; the Triton tests run on CUDA or in Triton's interpreter
+(conftest.py says when they skip).
 Tolerances: the torch reference against torch's Adagrad rtol 1e-6 / atol 1e-7 (same math, the
 CPU's per-tensor Adagrad divides then scales where the foreach ops scale then divide); the kernel
 against torch rtol 1e-5 / atol 1e-7 (a few ulp: different kernels, and the interpreter's numpy
@@ -13,24 +11,17 @@ sqrt is correctly rounded where this CPU torch build's is not always).
 from __future__ import annotations
 
 import copy
-import os
-import sys
 
 import pytest
 import torch
 from torch import nn
 
-CUDA = torch.cuda.is_available()
-if not CUDA and "triton" not in sys.modules:
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton and its kernels load
+import models.nas.fused_adagrad as fa
+from models.nas.optim import clip_and_step, clip_grad_norm, make_optimizer
+from models.nas.space import sample_subnet
+from models.nas.supernet import Supernet
 
-import models.nas.fused_adagrad as fa  # noqa: E402
-import models.nas.kernels as kernels  # noqa: E402
-from models.nas.optim import clip_and_step, clip_grad_norm, make_optimizer  # noqa: E402
-from models.nas.space import sample_subnet  # noqa: E402
-from models.nas.supernet import Supernet  # noqa: E402
-
-from .conftest import N_DENSE, TABLES, tiny_batch  # noqa: E402
+from .conftest import CUDA, N_DENSE, TABLES, tiny_batch
 
 DEV = torch.device("cuda" if CUDA else "cpu")
 REF = {"rtol": 1e-6, "atol": 1e-7}
@@ -39,21 +30,9 @@ LR, EPS = 0.12, 1e-2
 
 
 @pytest.fixture
-def fused():
+def fused(triton_kernels):
     """The Triton path on: CUDA tensors, or CPU ones in the interpreter."""
-    if not kernels.triton_available():
-        pytest.skip("triton does not import here: the fused kernel cannot run")
-    if CUDA:
-        yield
-        return
-    if not kernels._INTERPRET:
-        pytest.skip(
-            "no GPU, and triton was imported before TRITON_INTERPRET=1 could be set "
-            "(run this file alone or with TRITON_INTERPRET=1)"
-        )
-    kernels.KERNELS["force"] = True
-    yield
-    kernels.KERNELS["force"] = False
+    return triton_kernels
 
 
 def _backward(model, seed, device=DEV, **kwargs):

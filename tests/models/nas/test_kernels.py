@@ -1,9 +1,7 @@
 """Fused attention and token LayerNorm kernels against their references, references by hand.
 
-The reference tests always run. The Triton tests run on CUDA when a GPU is present, otherwise
-under Triton's CPU interpreter: without a GPU this module sets TRITON_INTERPRET=1 before triton's
-first import (which models.nas.kernels does), when nothing imported triton earlier in the session.
-They skip when triton does not import or was imported earlier without the interpreter.
+The reference tests always run; the Triton tests run on CUDA or in Triton's interpreter
+(conftest.py says when they skip).
 Tolerances: fp32 rtol 1e-5 / atol 1e-5; bf16 (same bf16 inputs to both sides, fp32 math in both,
 so only the final bf16 rounding differs) rtol 2e-2 / atol 2e-2.
 """
@@ -11,19 +9,15 @@ so only the final bf16 rounding differs) rtol 2e-2 / atol 2e-2.
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-CUDA = torch.cuda.is_available()
-if not CUDA and "triton" not in sys.modules:
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton and its kernels load
+import models.nas.kernels as kernels
+from models.nas.kernels import attention_reference, layer_norm_reference
 
-import models.nas.kernels as kernels  # noqa: E402
-from models.nas.kernels import attention_reference, layer_norm_reference  # noqa: E402
+from .conftest import CUDA, triton_path
 
 DEV = torch.device("cuda" if CUDA else "cpu")
 FP32 = {"rtol": 1e-5, "atol": 1e-5}
@@ -32,20 +26,9 @@ BF16 = {"rtol": 2e-2, "atol": 2e-2}
 
 @pytest.fixture(scope="module")
 def K():
-    """models.nas.kernels with its Triton path on: CUDA tensors, or CPU ones in the interpreter."""
-    if not kernels.triton_available():
-        pytest.skip("triton does not import here: the Triton kernels cannot run")
-    if CUDA:
-        yield kernels
-        return
-    if not kernels._INTERPRET:
-        pytest.skip(
-            "no GPU, and triton was imported before TRITON_INTERPRET=1 could be set "
-            "(run this file alone or with TRITON_INTERPRET=1)"
-        )
-    kernels.KERNELS["force"] = True
-    yield kernels
-    kernels.KERNELS["force"] = False
+    """models.nas.kernels with its Triton path on (conftest's `triton_path`)."""
+    with triton_path() as k:
+        yield k
 
 
 def _qkv(b, h, t, d, dtype=torch.float32, seed=0):
