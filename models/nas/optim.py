@@ -66,6 +66,7 @@ from models.nas.kernels import _use_triton
 from models.nas.row_kernels import (
     adagrad_owned_rows_,
     gather_rows,
+    mark_owners_,
     owned_sq_sum,
     scatter_add_rows_,
 )
@@ -124,7 +125,7 @@ class RowGrad:
         """The pending row indices (duplicates included), each pending row's `owner` set to its
         last position in them."""
         idx = self.pending()
-        self.owner.scatter_reduce_(0, idx, torch.arange(idx.numel(), device=idx.device), "amax")
+        mark_owners_(self.owner, idx)
         return idx
 
     def clear(self) -> None:

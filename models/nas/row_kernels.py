@@ -14,6 +14,8 @@ pending row's gradient, sum and weight once, in place.
   [0, R) gives a row of NaN (no read outside the table; index_select would raise on the device).
 - `scatter_add_rows_(acc, idx, grad)`: acc (fp32) index_add_ grad's rows (any float dtype,
   converted as it is read), with atomic adds (duplicate rows summed in no fixed order).
+- `mark_owners_(owner, idx)`: owner[idx[i]] = the largest such position i (owner -1 at every row
+  beforehand): which position of a pending row counts it.
 - `owned_sq_sum(acc, idx, owner)` -> 0-d fp32: the sum of squares of acc's rows `idx[i]` over
   the positions i that own their row (`owner[idx[i]] == i`), so each pending row counts once.
 - `adagrad_owned_rows_(param, state_sum, acc, owner, idx, coef, lr, eps)`: on each owned row,
@@ -37,6 +39,7 @@ import torch
 from models.nas.kernels import _pow2, _use_triton, tl, triton
 
 ROWS_PER_PROGRAM = 128  # index positions per program (x D columns: 8 KB of fp32 rows at D = 16)
+OWNER_BLOCK = 1024  # index positions per program of the owner marking (one int64 each)
 WARPS = 4
 
 
@@ -83,6 +86,21 @@ def scatter_add_rows_(acc: torch.Tensor, idx: torch.Tensor, grad: torch.Tensor) 
         BN=ROWS_PER_PROGRAM, num_warps=WARPS,
     )  # fmt: skip
     torch.autograd.graph.increment_version(acc)
+
+
+def mark_owners_(owner: torch.Tensor, idx: torch.Tensor) -> None:
+    """owner[r] = max(owner[r], the positions i with idx[i] = r) (1-D int64 owner and idx on one
+    device): scatter_reduce_ "amax" (~68 us for 213k positions into 3.1M rows on an H100) or
+    one atomic max per position."""
+    if owner.dim() != 1 or owner.dtype is not torch.int64:
+        raise ValueError(f"need a 1-D int64 owner, got {owner.dtype} {tuple(owner.shape)}")
+    _check_table(owner.view(-1, 1), idx)
+    n = idx.numel()
+    if not _use_triton(owner) or n == 0:
+        owner.scatter_reduce_(0, idx, torch.arange(n, device=idx.device), "amax")
+        return
+    _owner_kernel[(triton.cdiv(n, OWNER_BLOCK),)](owner, idx, n, BN=OWNER_BLOCK, num_warps=WARPS)
+    torch.autograd.graph.increment_version(owner)
 
 
 def owned_sq_sum(acc: torch.Tensor, idx: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
@@ -152,6 +170,13 @@ if triton is not None:
         cols = tl.arange(0, BD)
         mask = live[:, None] & (cols[None, :] < D)
         return pos, live, row, row[:, None] * D + cols[None, :], mask
+
+    @triton.jit
+    def _owner_kernel(owner_ptr, idx_ptr, n, BN: tl.constexpr):
+        pos = tl.program_id(0) * BN + tl.arange(0, BN)
+        live = pos < n
+        row = tl.load(idx_ptr + pos, mask=live, other=0)
+        tl.atomic_max(owner_ptr + row, pos.to(tl.int64), mask=live, sem="relaxed")
 
     @triton.jit
     def _gather_kernel(w_ptr, idx_ptr, out_ptr, n, n_rows, D: tl.constexpr, BD: tl.constexpr,
