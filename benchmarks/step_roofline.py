@@ -132,7 +132,8 @@ class OpCounter(TorchDispatchMode):
 class _Fused(torch.autograd.Function):
     """A region that is one kernel forward and one backward on the GPU (a Triton or compiled
     kernel): counted as reading its inputs and writing its output (forward), reading inputs,
-    output and output gradient and writing the input gradients (backward)."""
+    output and output gradient and writing the gradients of the inputs that require them
+    (backward)."""
 
     @staticmethod
     def forward(ctx, counter, name, fn, *args):  # noqa: ANN001, ANN205
@@ -145,7 +146,7 @@ class _Fused(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):  # noqa: ANN001, ANN205
         counter = ctx.counter
-        wants = [isinstance(a, torch.Tensor) and a.is_floating_point() for a in ctx.args]
+        wants = [isinstance(a, torch.Tensor) and a.requires_grad for a in ctx.args]
         args = [a.detach().requires_grad_() if w else a for a, w in zip(ctx.args, wants, strict=True)]
         with counter.pause(), torch.enable_grad():
             out = ctx.fn(*args)

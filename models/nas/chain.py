@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.nas.ops import EMB
@@ -141,20 +140,71 @@ class _Entry:
 
 
 class _Chain(torch.autograd.Function):
-    """Embedding output [B, n_sparse, 16] -> the head's input [B, W + (T + 8) 16], through the
-    live blocks of a plan (`BlockChain._forward`, `BlockChain._backward`)."""
+    """Embedding output [B, n_sparse, 16] -> logits [B], through the live blocks of a plan
+    (`BlockChain._forward`, `BlockChain._backward`) and the head (`_head_forward`)."""
 
     @staticmethod
     def forward(
         ctx: Any, chain: BlockChain, plan: list, bufs: NodeBuffers, dense: torch.Tensor,
-        emb: torch.Tensor,
+        emb: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
         ctx.chain, ctx.plan, ctx.bufs = chain, plan, bufs
-        return chain._forward(plan, bufs, dense, emb)
+        ctx.save_for_backward(weight)
+        chain._forward(plan, bufs, dense, emb)
+        return _head_forward(chain.layout, bufs, weight, bias)
 
     @staticmethod
-    def backward(ctx: Any, gh: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        return None, None, None, None, ctx.chain._backward(ctx.plan, ctx.bufs, gh)
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (weight,) = ctx.saved_tensors
+        bufs = ctx.bufs
+        bufs.gd.zero_()
+        bufs.gs.zero_()
+        gw, gb = _head_backward(ctx.chain.layout, bufs, weight, g)
+        return None, None, None, None, ctx.chain._backward(ctx.plan, bufs), gw, gb
+
+
+def _head_inputs(lay: Layout, bufs: NodeBuffers) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last node's dense output [B, W] and its token slot as rows [B * 16, T + 8] (features
+    first: row b * 16 + f holds feature f of every token), both views of the node buffers."""
+    b, last = bufs.nd.shape[0], lay.n_blocks
+    return bufs.nd[:, last, : lay.width], bufs.ns[:, :, last, : lay.slot].reshape(b * EMB, -1)
+
+
+def _head_weights(lay: Layout, weight: torch.Tensor, dtype: torch.dtype) -> Any:
+    """The head's weight [1, W + (T + 8) 16] (tokens flattened token-major) as its dense part [W]
+    and its token part [T + 8, 16], in `dtype`."""
+    w = weight[0].to(dtype)
+    return w[: lay.width], w[lay.width :].view(lay.slot, EMB)
+
+
+def _head_forward(
+    lay: Layout, bufs: NodeBuffers, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """The head's logits [B] (in float32 at least) from the last node's slots, without gathering
+    them into one [B, W + (T + 8) 16] input: the dense part a matrix-vector product, the token
+    part the diagonal of [B * 16, T + 8] x [T + 8, 16] (feature f's row times its weights)."""
+    x_d, x_s = _head_inputs(lay, bufs)
+    w_d, w_s = _head_weights(lay, weight, x_d.dtype)
+    b, acc = x_d.shape[0], torch.promote_types(x_d.dtype, torch.float32)
+    tokens = torch.mm(x_s, w_s).view(b, EMB * EMB)[:, :: EMB + 1].sum(1, dtype=acc)
+    return torch.mv(x_d, w_d).to(acc) + tokens + bias.to(acc)
+
+
+def _head_backward(
+    lay: Layout, bufs: NodeBuffers, weight: torch.Tensor, g: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's input gradients written into the last node's gradient slots (g times the
+    weights), and its (weight, bias) gradients."""
+    x_d, x_s = _head_inputs(lay, bufs)
+    w_d, w_s = _head_weights(lay, weight, x_d.dtype)
+    b, last = x_d.shape[0], lay.n_blocks
+    gx = g.to(x_d.dtype)
+    torch.mul(gx[:, None], w_d, out=bufs.gd[:, last, : lay.width])
+    torch.mul(gx[:, None, None], w_s.t(), out=bufs.gs[:, :, last, : lay.slot])
+    g_d = torch.mv(x_d.t(), gx)
+    g_s = torch.einsum("b,bft->tf", gx, x_s.view(b, EMB, -1))
+    gw = torch.cat([g_d, g_s.reshape(-1)]).to(weight.dtype)[None]
+    return gw, g.sum().to(weight.dtype).reshape(1)
 
 
 def room_for_graph(device: torch.device, need_bytes: int) -> tuple[bool, float]:
@@ -209,8 +259,7 @@ class BlockChain:
             self._buffers[(batch, dtype)] = bufs
         plan = self._plan(subnet, batch, bufs)
         emb = net.embedding(sparse.long() + net.offsets)
-        h = _Chain.apply(self, plan, bufs, dense, emb)
-        return F.linear(h, net.head.weight, net.head.bias).squeeze(-1)
+        return _Chain.apply(self, plan, bufs, dense, emb, net.head.weight, net.head.bias)
 
     def block_key(self, i: int, block: Any, batch: int) -> tuple:
         """The key of subnet block `block` at position i: (i, dense op, sparse op, size classes
@@ -240,8 +289,10 @@ class BlockChain:
 
     def _forward(
         self, plan: list[_Run | None], bufs: NodeBuffers, dense: torch.Tensor, emb: torch.Tensor
-    ) -> torch.Tensor:
-        lay, batch = self.layout, dense.shape[0]
+    ) -> None:
+        """The stem's outputs into node slot 0, then the live blocks' forward (every node's
+        output into its slot; dead blocks' slots cleared)."""
+        lay = self.layout
         bufs.nd[:, 0, : lay.n_dense].copy_(dense)
         bufs.ns[:, :, 0, : lay.n_sparse].copy_(emb.transpose(1, 2))
         widths = self._node_widths(plan)
@@ -262,18 +313,11 @@ class BlockChain:
             else:
                 with self._autocast():
                     e.outs = self._block_forward(e, bufs)
-        last = lay.n_blocks
-        sparse = bufs.ns[:, :, last, : lay.slot].transpose(1, 2).reshape(batch, -1)
-        return torch.cat([bufs.nd[:, last, : lay.width], sparse], 1)
 
-    def _backward(self, plan: list[_Run | None], bufs: NodeBuffers, gh: torch.Tensor) -> Any:
-        lay, batch = self.layout, gh.shape[0]
-        last = lay.n_blocks
-        bufs.gd.zero_()
-        bufs.gs.zero_()
-        bufs.gd[:, last, : lay.width].copy_(gh[:, : lay.width])
-        g_tokens = gh[:, lay.width :].view(batch, lay.slot, EMB).transpose(1, 2)
-        bufs.gs[:, :, last, : lay.slot].copy_(g_tokens)
+    def _backward(self, plan: list[_Run | None], bufs: NodeBuffers) -> Any:
+        """The blocks' backward from the last node's gradient (written by `_head_backward`,
+        after the gradient buffers were zeroed); returns the embedding output's gradient."""
+        lay = self.layout
         widths = self._node_widths(plan)
         for run in reversed([r for r in plan if r is not None]):
             e = run.entry
@@ -310,10 +354,12 @@ class BlockChain:
                 dense_in, sink_d = bufs.nd[:, :n].view(batch, -1), bufs.gd[:, :n].view(batch, -1)
             sparse_in = bufs.ns[:, :, :n].view(batch, EMB, -1)
             sink_s = bufs.gs[:, :, :n].view(batch, EMB, -1)
-            outs = blk.parts(bufs.masks[blk.i], dense_in, sparse_in, (sink_d, sink_s))
+            slots = self._out_slots(blk, bufs.nd, bufs.ns)
+            outs = blk.parts(bufs.masks[blk.i], dense_in, sparse_in, (sink_d, sink_s), slots[1])
         with torch.no_grad():
-            for dst, src in zip(self._out_slots(blk, bufs.nd, bufs.ns), outs, strict=True):
-                dst.copy_(src)
+            for dst, src in zip(slots, outs, strict=True):
+                if src.data_ptr() != dst.data_ptr() or src.stride() != dst.stride():
+                    dst.copy_(src)  # (the op tokens may have been written in place)
         return (*outs, pair) if blk.binary else outs
 
     def _block_backward(

@@ -632,13 +632,16 @@ class _TokenLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float, relu: bool,
-        token_mask: torch.Tensor | None,
+        token_mask: torch.Tensor | None, out: list[torch.Tensor],
     ) -> Any:  # fmt: skip
         x3 = _rows3(x)
         bsz, t, n = x3.shape
         m = bsz * t
         bn, rows, warps = _ln_launch(n)
-        y = torch.empty_like(x3)  # x's layout when x is dense (a transposed view stays one)
+        if out:  # (in a list: not an input of the Function to autograd)
+            y = out[0].data.view(x3.shape)  # its memory, its own version counter
+        else:
+            y = torch.empty_like(x3)  # x's layout when x is dense (a transposed view stays one)
         w, b = w.contiguous(), b.contiguous()
         tm = x3 if token_mask is None else token_mask.contiguous()
         _ln_fwd_kernel[(triton.cdiv(m, rows),)](
@@ -666,12 +669,12 @@ class _TokenLayerNorm(torch.autograd.Function):
         )  # fmt: skip
         dweight, dbias = part.sum(1)
         dweight, dbias = dweight.to(w.dtype), dbias.to(b.dtype)
-        return dx.reshape(ctx.shape), dweight, dbias, None, None, None
+        return dx.reshape(ctx.shape), dweight, dbias, None, None, None, None
 
 
 def token_layer_norm(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5,
-    relu: bool = False, token_mask: torch.Tensor | None = None,
+    relu: bool = False, token_mask: torch.Tensor | None = None, out: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """LayerNorm over the last dim N (N <= 128) with affine weight, bias [N]: [..., N] -> x's dtype,
     then a ReLU when `relu`, then times `token_mask` [T] along dim -2 (token t of every row
@@ -680,10 +683,18 @@ def token_layer_norm(
     fp32 math whatever the input dtypes; the Triton path is capturable in CUDA graphs, reads x
     through its strides ([B, T, N] views, e.g. a transposed features-first tensor, need no copy)
     and writes the output in x's layout.
+    `out` (x's shape, any strides viewable as [B, T, N], no autograd history): the Triton path
+    writes the result there, in out's dtype, and returns a tensor on out's memory with a version
+    counter of its own (so writes elsewhere in out's buffer do not invalidate a later consumer's
+    saved copy of it; the caller must not overwrite out while the result is in use); the
+    reference path ignores it (a caller compares data pointers to tell).
     """
     n = x.shape[-1]
     if weight.shape != (n,) or bias.shape != (n,):
         raise ValueError(f"weight and bias must be [{n}], got {weight.shape}, {bias.shape}")
+    if out is not None and (out.shape != x.shape or out.requires_grad):
+        raise ValueError(f"out must be a {tuple(x.shape)} tensor without autograd history, got "
+                         f"{tuple(out.shape)}{' requiring grad' * out.requires_grad}")  # fmt: skip
     if token_mask is not None and (x.dim() < 2 or token_mask.shape != (x.shape[-2],)):
         raise ValueError(f"token_mask must be [{x.shape[-2] if x.dim() > 1 else 1}], "
                          f"got {tuple(token_mask.shape)}")  # fmt: skip
@@ -691,4 +702,5 @@ def token_layer_norm(
         y = layer_norm_reference(x, weight, bias, eps)
         y = F.relu(y) if relu else y
         return y if token_mask is None else y * token_mask[:, None].to(y.dtype)
-    return _TokenLayerNorm.apply(x, weight, bias, float(eps), relu, token_mask)
+    return _TokenLayerNorm.apply(x, weight, bias, float(eps), relu, token_mask,
+                                 [] if out is None else [out])  # fmt: skip

@@ -240,11 +240,13 @@ def masked_layer_norm(
 
 
 def token_norm(
-    x: torch.Tensor, ln: nn.LayerNorm, relu: bool = False, token_mask: torch.Tensor | None = None
-) -> torch.Tensor:
+    x: torch.Tensor, ln: nn.LayerNorm, relu: bool = False, token_mask: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
     """LayerNorm of each token over its 16 features, then a ReLU when `relu` and times the token
-    mask [t] when given (one fused kernel each way on CUDA, reading x through its strides)."""
-    return kernels.token_layer_norm(x, ln.weight, ln.bias, ln.eps, relu, token_mask)
+    mask [t] when given (one fused kernel each way on CUDA, reading x through its strides; there
+    writing into `out` when given: `kernels.token_layer_norm`)."""
+    return kernels.token_layer_norm(x, ln.weight, ln.bias, ln.eps, relu, token_mask, out)
 
 
 def token_project(
@@ -376,7 +378,7 @@ class StaticBlock(nn.Module):
         n = i + 1
         self.register_buffer("dense_owner", owners(layout.node_width, n).to(device))
         self.register_buffer("token_owner", owners(layout.node_tokens, n).to(device))
-        self.sink_d = self.sink_s = None
+        self.sink_d = self.sink_s = self.out_tokens = None
 
     def forward(
         self, mask: torch.Tensor, dense_in: Any, sparse_in: torch.Tensor,
@@ -393,6 +395,7 @@ class StaticBlock(nn.Module):
     def parts(
         self, mask: torch.Tensor, dense_in: Any, sparse_in: torch.Tensor,
         sinks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+        out_tokens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """The block's outputs at its size classes, unpadded: dense [B, wc], op tokens
         [B, tc, 16] and dense->sparse tokens [B, 8, 16] (in bf16 under CUDA autocast).
@@ -402,7 +405,9 @@ class StaticBlock(nn.Module):
         sparse nodes in slots of T + 8 tokens, features first [B, 16, (i + 1)(T + 8)]
         (`node_slots`). `sinks`: gradient buffers shaped as the slot inputs: the input products
         add their input gradients there (`project`) instead of returning them
-        (models/nas/chain.py)."""
+        (models/nas/chain.py). `out_tokens` ([B, tc, 16], no autograd history: the node slot's
+        view): where the op tokens' final token LayerNorm writes them when it can (the Triton
+        path), so the op tokens returned may be on its memory (then not to be copied there)."""
         lay = self.layout
         m = split_mask(mask, self.i, lay)
         m["dmask"], m["tmask"], m["kmask"] = (
@@ -412,6 +417,7 @@ class StaticBlock(nn.Module):
         )
         dt = torch.get_autocast_dtype("cuda") if _autocast(mask) else None
         self.sink_d, self.sink_s = sinks
+        self.out_tokens = out_tokens
         s = sparse_in
         cols_s = m["sel_s"].index_select(0, self.token_owner)
         flags, dmask = m["flags"], m["dmask"]
@@ -427,7 +433,7 @@ class StaticBlock(nn.Module):
             so = self._efc(s, cols_s, m["tmask"], dt)
         else:
             so = self._attention(s, cols_s, m["tmask"], dt)
-        self.sink_d = self.sink_s = None
+        self.sink_d = self.sink_s = self.out_tokens = None
         out_d = y
         if self.s2d is not None:
             fm = fm_term(so)
@@ -513,7 +519,7 @@ class StaticBlock(nn.Module):
         w = self._token_weight(lin.weight[: self.tc], cols, dt)
         y = token_project(s, w, lin.bias[: self.tc], self.sink_s)
         if efc.ln is not None:
-            return token_norm(y, efc.ln, relu=True, token_mask=tmask)
+            return token_norm(y, efc.ln, relu=True, token_mask=tmask, out=self.out_tokens)
         return F.relu(y) * tmask[:, None].to(y.dtype)
 
     def _attention(
@@ -528,7 +534,8 @@ class StaticBlock(nn.Module):
         a = kernels.fused_attention_qkv(qkv, att.heads, tmask.sum().long())
         y = token_norm(y + linear(a, att.out.weight, att.out.bias), att.ln1)
         h = F.relu(linear(y, att.ff1.weight, att.ff1.bias))
-        return token_norm(y + linear(h, att.ff2.weight, att.ff2.bias), att.ln2, token_mask=tmask)
+        y = y + linear(h, att.ff2.weight, att.ff2.bias)
+        return token_norm(y, att.ln2, token_mask=tmask, out=self.out_tokens)
 
 
 def selected(

@@ -292,6 +292,35 @@ def test_token_layer_norm_relu_mask_strided(K, monkeypatch, layout, rows):
         torch.testing.assert_close(gr, wg, **FP32)
 
 
+def test_token_layer_norm_into_a_buffer(K):
+    """`out`: the result written into a features-first slot of a wider buffer (values and
+    gradients as without it), returned on that memory; a write elsewhere in the buffer
+    afterwards does not invalidate a consumer that saved the result (its own version counter);
+    a wrong shape is an error."""
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(4, 16, 6, generator=g).to(DEV)  # features first, as the token projection
+    w, b = torch.randn(16, generator=g).to(DEV), torch.randn(16, generator=g).to(DEV)
+    mask = torch.tensor([1.0, 1, 1, 1, 0, 1], device=DEV)
+    go = torch.randn(4, 6, 16, generator=g).to(DEV)
+    results = []
+    for into in (False, True):
+        x = x0.clone().requires_grad_()
+        buf = torch.zeros(4, 16, 3, 8, device=DEV)  # [B, 16, slots, tokens]
+        slot = buf[:, :, 1, :6].transpose(1, 2)
+        y = K.token_layer_norm(x.transpose(1, 2), w, b, 1e-5, True, mask, slot if into else None)
+        loss = (y * go).sum() + y.square().sum()  # the square saves y for its backward
+        buf[:, :, 2].fill_(7.0)  # another slot written before the backward
+        loss.backward()
+        if into:
+            assert y.data_ptr() == slot.data_ptr() and y.stride() == slot.stride()
+            assert torch.equal(buf[:, :, 1, :6].transpose(1, 2), y.detach())
+        results.append((y.detach().clone(), x.grad.clone()))
+    torch.testing.assert_close(results[1][0], results[0][0], **FP32)
+    torch.testing.assert_close(results[1][1], results[0][1], **FP32)
+    with pytest.raises(ValueError, match="out must be"):
+        K.token_layer_norm(x0.transpose(1, 2), w, b, out=torch.zeros(4, 5, 16, device=DEV))
+
+
 def test_token_layer_norm_reference_relu_mask():
     # the CPU path: LayerNorm, ReLU, then the mask along dim -2; a mask of the wrong size is an error
     x, w, b = torch.randn(2, 4, 16), torch.randn(16), torch.randn(16)
