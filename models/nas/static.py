@@ -270,16 +270,50 @@ def project(
     return _Linear.apply(x, weight, bias.to(weight.dtype), sink)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, into: Handover | None = None
+) -> torch.Tensor:
     """F.linear(x, weight, bias) (under CUDA autocast in its dtype, as autocast would), through
     `_Linear` on CUDA: the bias is added in the matmul for any x whose rows are evenly strided,
-    and its gradient is a matrix-vector product (`bias_grad`). Elsewhere exactly F.linear."""
-    if not x.is_cuda:
+    and its gradient is a matrix-vector product (`bias_grad`). Elsewhere exactly F.linear.
+    `into`: x's gradient is the gradient handed over there (`handover`) plus this product's,
+    added in the matmul (everywhere through `_Linear`)."""
+    if into is None and not x.is_cuda:
         return F.linear(x, weight, bias)
-    if torch.is_autocast_enabled("cuda"):
+    if x.is_cuda and torch.is_autocast_enabled("cuda"):
         dt = torch.get_autocast_dtype("cuda")
         x, weight, bias = x.to(dt), weight.to(dt), bias.to(dt)
-    return _Linear.apply(x, weight, bias, None)
+    return _Linear.apply(x, weight, bias, None, into)
+
+
+class Handover:
+    """A gradient handed from one autograd node to a later one (`handover`, `linear(into=)`)."""
+
+    grad: torch.Tensor | None = None
+
+
+def handover(x: torch.Tensor, to: Handover) -> torch.Tensor:
+    """x, whose gradient is also handed to `to` when the backward passes here.
+
+    For a residual y + f(y) whose f starts with `linear(y, ..., into=to)`: written
+    `handover(y.detach() + f(y), to)`, the residual's gradient reaches y only through the
+    linear's backward, which adds its own product into it in one matmul (beta = 1) instead of
+    autograd summing the two in a kernel of its own (an [B, T, 16] add per residual). The
+    handed-over tensor is modified in place by then: only nodes that ran before that linear's
+    backward (those downstream of it) may read it, which autograd's order guarantees."""
+    return _Handover.apply(x, to)
+
+
+class _Handover(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, to: Handover) -> torch.Tensor:
+        ctx.to = to
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        ctx.to.grad = g
+        return g, None
 
 
 # "mv": a bias gradient as the product of the output gradient's transpose with a vector of ones
@@ -306,9 +340,9 @@ class _Linear(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-        sink: torch.Tensor | None,
+        sink: torch.Tensor | None, into: Handover | None = None,
     ) -> torch.Tensor:  # fmt: skip
-        ctx.x, ctx.sink = x, sink
+        ctx.x, ctx.sink, ctx.into = x, sink, into
         ctx.save_for_backward(weight)
         y = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight.t())
         return y.view(*x.shape[:-1], weight.shape[0])
@@ -320,13 +354,18 @@ class _Linear(torch.autograd.Function):
         g2 = gy.reshape(-1, gy.shape[-1])
         x2 = x.reshape(-1, x.shape[-1])
         gx = None
+        handed = ctx.into.grad if ctx.into is not None else None
         if sink is not None:
             sink.view(-1, sink.shape[-1]).addmm_(g2, weight)  # a view: written in place
+        elif handed is not None:  # the handed-over gradient plus this product's, in the matmul
+            acc = handed.reshape(-1, weight.shape[1])  # a view unless it was not contiguous
+            acc = acc.addmm_(g2, weight) if acc.dtype == g2.dtype else acc + g2.mm(weight)
+            gx, ctx.into.grad = acc.view(x.shape).to(x.dtype), None
         elif ctx.needs_input_grad[0]:
             gx = g2.mm(weight).view(x.shape)
         gw = g2.t().mm(x2) if ctx.needs_input_grad[1] else None
         gb = bias_grad(g2) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None
+        return gx, gw, gb, None, None
 
 
 def owners(size: int, n: int) -> torch.Tensor:
@@ -530,11 +569,14 @@ class StaticBlock(nn.Module):
         w = self._token_weight(lin.weight[: self.tc], cols, dt)
         y = token_project(s, w, lin.bias[: self.tc], self.sink_s)
         y = y.contiguous()  # [B, t, 16]: the q/k/v Linear reads it as B * t rows
-        qkv = linear(y, att.qkv.weight, att.qkv.bias)
+        # both residuals' gradients handed over to the products that start their branches
+        to_qkv, to_ff1 = Handover(), Handover()
+        qkv = linear(y, att.qkv.weight, att.qkv.bias, to_qkv)
         a = kernels.fused_attention_qkv(qkv, att.heads, tmask.sum().long())
-        y = token_norm(y + linear(a, att.out.weight, att.out.bias), att.ln1)
-        h = F.relu(linear(y, att.ff1.weight, att.ff1.bias))
-        y = y + linear(h, att.ff2.weight, att.ff2.bias)
+        y = token_norm(handover(y.detach() + linear(a, att.out.weight, att.out.bias), to_qkv),
+                       att.ln1)  # fmt: skip
+        h = F.relu(linear(y, att.ff1.weight, att.ff1.bias, to_ff1))
+        y = handover(y.detach() + linear(h, att.ff2.weight, att.ff2.bias), to_ff1)
         return token_norm(y, att.ln2, token_mask=tmask, out=self.out_tokens)
 
 
