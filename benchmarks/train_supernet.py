@@ -271,6 +271,7 @@ SWITCH_VALUES = {
     "embedding": ("optim.EMBEDDING", ("index_select", "embedding")),
     "compile": ("static.MASKED_LN", ("auto", "eager")),  # every compiled function
     "row_grad": ("optim.ROW_GRAD", ("auto", "off")),  # the stem's row gradients
+    "ln_kernel": ("static.LN_KERNEL", ("triton", "compiled")),  # the masked LayerNorm's kernel
 }
 
 

@@ -355,11 +355,11 @@ class BlockChain:
             sparse_in = bufs.ns[:, :, :n].view(batch, EMB, -1)
             sink_s = bufs.gs[:, :, :n].view(batch, EMB, -1)
             slots = self._out_slots(blk, bufs.nd, bufs.ns)
-            outs = blk.parts(bufs.masks[blk.i], dense_in, sparse_in, (sink_d, sink_s), slots[1])
+            outs = blk.parts(bufs.masks[blk.i], dense_in, sparse_in, (sink_d, sink_s), slots[:2])
         with torch.no_grad():
             for dst, src in zip(slots, outs, strict=True):
                 if src.data_ptr() != dst.data_ptr() or src.stride() != dst.stride():
-                    dst.copy_(src)  # (the op tokens may have been written in place)
+                    dst.copy_(src)  # (the dense output and op tokens may be written in place)
         return (*outs, pair) if blk.binary else outs
 
     def _block_backward(

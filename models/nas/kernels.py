@@ -365,62 +365,86 @@ if triton is not None:
         return ((rows // T) * s_b + (rows % T) * s_t)[:, None] + cols[None, :] * s_n
 
     @triton.jit
+    def _ln_cols(cm_ptr, N: tl.constexpr, BN: tl.constexpr, CMASK: tl.constexpr):
+        """(column indices, [BN] fp32 column weights, their sum): with CMASK the column mask
+        cm (1 inside the LayerNorm, 0 outside), else 1 on the N columns."""
+        cols = tl.arange(0, BN)
+        if CMASK:
+            cm = tl.load(cm_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
+            count = tl.maximum(tl.sum(cm, 0), 1.0)
+        else:
+            cm = (cols < N).to(tl.float32)
+            count = N * 1.0
+        return cols, cm, count
+
+    @triton.jit
     def _ln_rows(
-        x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk,
+        x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk, cm, count,
         N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr,
     ):  # fmt: skip
         """Row block `blk` of x viewed as [M = B * T rows, N] through its [B, T, N] strides: row
-        indices, column mask, centred rows (0 where masked) and 1/std."""
+        indices, element mask, rows centred over the columns of weight cm (0 elsewhere) and
+        1/std, mean and variance over those `count` columns."""
         rows = tl.arange(0, ROWS).to(tl.int64) + blk * ROWS
         cols = tl.arange(0, BN)
         mask = (rows < M)[:, None] & (cols < N)[None, :]
         offs = _row_offsets(rows, T, cols, sx_b, sx_t, sx_n)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        xc = tl.where(mask, x - (tl.sum(x, 1) / N)[:, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / N + eps)
+        mean = tl.sum(x * cm[None, :], 1) / count
+        xc = tl.where(mask, (x - mean[:, None]) * cm[None, :], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / count + eps)
         return rows, mask, xc, rstd
 
     @triton.jit
     def _ln_fwd_kernel(
-        x_ptr, w_ptr, b_ptr, tm_ptr, y_ptr, M, T, eps,
-        sx_b, sx_t, sx_n, sy_b, sy_t, sy_n,
+        x_ptr, w_ptr, b_ptr, tm_ptr, cm_ptr, r_ptr, y_ptr, M, T, eps,
+        sx_b, sx_t, sx_n, sr_b, sr_t, sr_n, sy_b, sy_t, sy_n,
         N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr, RELU: tl.constexpr,
-        TMASK: tl.constexpr,
+        TMASK: tl.constexpr, CMASK: tl.constexpr, RESID: tl.constexpr,
     ):  # fmt: skip
-        """y = (x - mean) / sqrt(var + eps) * w + b over rows of N features, then ReLU (RELU)
-        and times the row's token mask tm[token] (TMASK); x and y [B, T, N] with any strides."""
+        """y = (x - mean) / sqrt(var + eps) * w + b over rows of N features (over the columns of
+        the column mask cm and zero outside them if CMASK), then ReLU (RELU), times the row's
+        token mask tm[token] (TMASK), plus the residual r (RESID); x, r and y [B, T, N] with any
+        strides."""
+        cols, cm, count = _ln_cols(cm_ptr, N, BN, CMASK)
         rows, mask, xc, rstd = _ln_rows(
-            x_ptr, sx_b, sx_t, sx_n, M, T, eps, tl.program_id(0), N, BN, ROWS
+            x_ptr, sx_b, sx_t, sx_n, M, T, eps, tl.program_id(0), cm, count, N, BN, ROWS
         )
-        cols = tl.arange(0, BN)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         y = xc * rstd[:, None] * w[None, :] + bias[None, :]
+        if CMASK:
+            y = y * cm[None, :]
         if RELU:
             y = tl.maximum(y, 0.0)
         if TMASK:
             y = y * tl.load(tm_ptr + rows % T, mask=rows < M, other=0.0).to(tl.float32)[:, None]
+        if RESID:
+            rofs = _row_offsets(rows, T, cols, sr_b, sr_t, sr_n)
+            y += tl.load(r_ptr + rofs, mask=mask, other=0.0).to(tl.float32)
         offs = _row_offsets(rows, T, cols, sy_b, sy_t, sy_n)
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _ln_bwd_kernel(
-        x_ptr, w_ptr, b_ptr, tm_ptr, dy_ptr, dx_ptr, part_ptr, M, T, eps, G,
+        x_ptr, w_ptr, b_ptr, tm_ptr, cm_ptr, dy_ptr, dx_ptr, part_ptr, M, T, eps, G,
         sx_b, sx_t, sx_n, sdy_b, sdy_t, sdy_n, sdx_b, sdx_t, sdx_n,
         N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr, RELU: tl.constexpr,
-        TMASK: tl.constexpr,
+        TMASK: tl.constexpr, CMASK: tl.constexpr,
     ):  # fmt: skip
         """dx of row blocks pid, pid + G, ...; this program's sums of g * xhat and
         of g into rows pid and G + pid of the [2, G, N] fp32 partial buffer part_ptr, g being
-        dy times the token mask and the ReLU's gate (recomputed from x)."""
+        dy times the token mask, the ReLU's gate (recomputed from x) and the column mask."""
         pid = tl.program_id(0)
-        cols = tl.arange(0, BN)
+        cols, cm, count = _ln_cols(cm_ptr, N, BN, CMASK)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         dw = tl.zeros([ROWS, BN], tl.float32)
         db = tl.zeros([ROWS, BN], tl.float32)
         for blk in range(pid, tl.cdiv(M, ROWS), G):
-            rows, mask, xc, rstd = _ln_rows(x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk, N, BN, ROWS)
+            rows, mask, xc, rstd = _ln_rows(
+                x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk, cm, count, N, BN, ROWS
+            )
             dofs = _row_offsets(rows, T, cols, sdy_b, sdy_t, sdy_n)
             g = tl.load(dy_ptr + dofs, mask=mask, other=0.0).to(tl.float32)
             xhat = xc * rstd[:, None]
@@ -428,10 +452,14 @@ if triton is not None:
                 g = g * tl.load(tm_ptr + rows % T, mask=rows < M, other=0.0).to(tl.float32)[:, None]
             if RELU:
                 g = tl.where(xhat * w[None, :] + bias[None, :] > 0.0, g, 0.0)
+            if CMASK:
+                g = g * cm[None, :]
             wdy = g * w[None, :]
-            c1 = tl.sum(xhat * wdy, 1) / N
-            c2 = tl.sum(wdy, 1) / N
+            c1 = tl.sum(xhat * wdy, 1) / count
+            c2 = tl.sum(wdy, 1) / count
             dx = (wdy - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+            if CMASK:
+                dx = dx * cm[None, :]
             xofs = _row_offsets(rows, T, cols, sdx_b, sdx_t, sdx_n)
             tl.store(dx_ptr + xofs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
             dw += g * xhat
@@ -628,33 +656,45 @@ def _rows3(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, *x.shape[-2:]) if x.dim() >= 2 else x.reshape(1, 1, -1)
 
 
-class _TokenLayerNorm(torch.autograd.Function):
+class _RowLayerNorm(torch.autograd.Function):
+    """LayerNorm over rows of N features with the options of `_ln_fwd_kernel` (`token_layer_norm`,
+    `masked_layer_norm`). `out` is a list (empty, or the tensor to write into) so that autograd
+    does not take it for an input."""
+
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float, relu: bool,
-        token_mask: torch.Tensor | None, out: list[torch.Tensor],
+        ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+        residual: torch.Tensor | None, eps: float, relu: bool, token_mask: torch.Tensor | None,
+        col_mask: torch.Tensor | None, out_dtype: torch.dtype | None, out: list[torch.Tensor],
     ) -> Any:  # fmt: skip
         x3 = _rows3(x)
         bsz, t, n = x3.shape
         m = bsz * t
         bn, rows, warps = _ln_launch(n)
-        if out:  # (in a list: not an input of the Function to autograd)
+        if out:
             y = out[0].data.view(x3.shape)  # its memory, its own version counter
-        else:
+        elif out_dtype in (None, x.dtype):
             y = torch.empty_like(x3)  # x's layout when x is dense (a transposed view stays one)
+        else:
+            y = torch.empty(x3.shape, dtype=out_dtype, device=x.device)
         w, b = w.contiguous(), b.contiguous()
+        r3 = x3 if residual is None else _rows3(residual)
         tm = x3 if token_mask is None else token_mask.contiguous()
+        cm = x3 if col_mask is None else col_mask.contiguous()
         _ln_fwd_kernel[(triton.cdiv(m, rows),)](
-            x3, w, b, tm, y, m, t, eps, *x3.stride(), *y.stride(),
-            N=n, BN=bn, ROWS=rows, RELU=relu, TMASK=token_mask is not None, num_warps=warps,
+            x3, w, b, tm, cm, r3, y, m, t, eps, *x3.stride(), *r3.stride(), *y.stride(),
+            N=n, BN=bn, ROWS=rows, RELU=relu, TMASK=token_mask is not None,
+            CMASK=col_mask is not None, RESID=residual is not None, num_warps=warps,
         )  # fmt: skip
-        ctx.save_for_backward(x3, w, b, tm)
-        ctx.eps, ctx.shape, ctx.relu, ctx.tmask = eps, x.shape, relu, token_mask is not None
+        ctx.save_for_backward(x3, w, b, tm, cm)
+        ctx.eps, ctx.shape, ctx.relu = eps, x.shape, relu
+        ctx.tmask, ctx.cmask = token_mask is not None, col_mask is not None
+        ctx.r_dtype = None if residual is None else residual.dtype
         return y.reshape(x.shape)  # a view
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> Any:
-        x3, w, b, tm = ctx.saved_tensors
+        x3, w, b, tm, cm = ctx.saved_tensors
         bsz, t, n = x3.shape
         m = bsz * t
         bn, rows, warps = _ln_launch(n)
@@ -663,13 +703,15 @@ class _TokenLayerNorm(torch.autograd.Function):
         dy3 = _rows3(dy)
         part = torch.empty((2, grid, n), dtype=torch.float32, device=x3.device)
         _ln_bwd_kernel[(grid,)](
-            x3, w, b, tm, dy3, dx, part, m, t, ctx.eps, grid,
+            x3, w, b, tm, cm, dy3, dx, part, m, t, ctx.eps, grid,
             *x3.stride(), *dy3.stride(), *dx.stride(),
-            N=n, BN=bn, ROWS=rows, RELU=ctx.relu, TMASK=ctx.tmask, num_warps=warps,
+            N=n, BN=bn, ROWS=rows, RELU=ctx.relu, TMASK=ctx.tmask, CMASK=ctx.cmask,
+            num_warps=warps,
         )  # fmt: skip
         dweight, dbias = part.sum(1)
         dweight, dbias = dweight.to(w.dtype), dbias.to(b.dtype)
-        return dx.reshape(ctx.shape), dweight, dbias, None, None, None, None
+        dres = None if ctx.r_dtype is None else dy.to(ctx.r_dtype)  # the residual's: dy itself
+        return dx.reshape(ctx.shape), dweight, dbias, dres, None, None, None, None, None, None
 
 
 def token_layer_norm(
@@ -702,5 +744,47 @@ def token_layer_norm(
         y = layer_norm_reference(x, weight, bias, eps)
         y = F.relu(y) if relu else y
         return y if token_mask is None else y * token_mask[:, None].to(y.dtype)
-    return _TokenLayerNorm.apply(x, weight, bias, float(eps), relu, token_mask,
-                                 [] if out is None else [out])  # fmt: skip
+    return _RowLayerNorm.apply(x, weight, bias, None, float(eps), relu, token_mask, None, None,
+                               [] if out is None else [out])  # fmt: skip
+
+
+def masked_layer_norm_reference(
+    y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, eps: float,
+    relu: bool, out_dtype: torch.dtype | None, residual: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """`masked_layer_norm` in torch ops (float32 at least; models/nas/static.py compiles it)."""
+    y = y.float() if y.dtype in (torch.float16, torch.bfloat16) else y
+    count = mask.sum()
+    mean = (y * mask).sum(-1, keepdim=True) / count
+    xc = (y - mean) * mask
+    var = xc.square().sum(-1, keepdim=True) / count
+    out = (xc * torch.rsqrt(var + eps) * w + b) * mask
+    out = F.relu(out) if relu else out
+    out = out if out_dtype is None else out.to(out_dtype)
+    return out if residual is None else residual + out
+
+
+def masked_layer_norm(
+    y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor,
+    eps: float = 1e-5, relu: bool = False, out_dtype: torch.dtype | None = None,
+    residual: torch.Tensor | None = None, out: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """LayerNorm of y [..., N] over the features where the 0/1 `mask` [N] is 1 (affine weight,
+    bias [N]; zero where it is 0), then a ReLU when `relu`, in `out_dtype` (else y's; float32
+    math), plus `residual` (y's shape) when given: `residual + masked LN` in one pass.
+    On the Triton path (N <= 1024) one kernel each way: y, residual and the output gradient are
+    read through their strides (a slot of the node buffers needs no copy), and the result is
+    written into `out` when given, as `token_layer_norm` does; the reference path ignores out.
+    """
+    n = y.shape[-1]
+    if weight.shape != (n,) or bias.shape != (n,) or mask.shape != (n,):
+        raise ValueError(f"weight, bias and mask must be [{n}], got {tuple(weight.shape)}, "
+                         f"{tuple(bias.shape)}, {tuple(mask.shape)}")  # fmt: skip
+    if residual is not None and residual.shape != y.shape:
+        raise ValueError(f"residual must be {tuple(y.shape)}, got {tuple(residual.shape)}")
+    if out is not None and (out.shape != y.shape or out.requires_grad):
+        raise ValueError(f"out must be a {tuple(y.shape)} tensor without autograd history")
+    if not _use_triton(y) or y.numel() == 0 or n > 1024:
+        return masked_layer_norm_reference(y, weight, bias, mask, eps, relu, out_dtype, residual)
+    return _RowLayerNorm.apply(y, weight, bias, residual, float(eps), relu, None, mask,
+                               out_dtype, [] if out is None else [out])  # fmt: skip

@@ -159,14 +159,7 @@ def _masked_ln(
     y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, eps: float, relu: bool,
     out_dtype: torch.dtype | None,
 ) -> torch.Tensor:  # fmt: skip
-    y = wide(y)
-    count = mask.sum()
-    mean = (y * mask).sum(-1, keepdim=True) / count
-    xc = (y - mean) * mask
-    var = xc.square().sum(-1, keepdim=True) / count
-    out = (xc * torch.rsqrt(var + eps) * w + b) * mask
-    out = F.relu(out) if relu else out
-    return out if out_dtype is None else out.to(out_dtype)
+    return kernels.masked_layer_norm_reference(y, w, b, mask, eps, relu, out_dtype)
 
 
 # "auto": the masked LayerNorm, the FM term and the weight selection through torch.compile on
@@ -218,25 +211,39 @@ def fm_term(so: torch.Tensor) -> torch.Tensor:
     return _run_compiled(_fm, so)
 
 
+# "triton": the masked LayerNorm through models/nas/kernels.py's row kernel where it runs (CUDA):
+# one kernel each way that also adds a residual, reads strided inputs and output gradients (the
+# compiled function's backward first copies a node slot's strided gradient: torch.compile
+# wants contiguous tangents) and can write into the node slot; "compiled": `MASKED_LN`'s path.
+LN_KERNEL = {"impl": "triton"}
+
+
 def masked_layer_norm(
     y: torch.Tensor, ln: nn.LayerNorm | None, mask: torch.Tensor, eps: float = 1e-5,
     relu: bool = False, out_dtype: torch.dtype | None = None, scale: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None, out: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """LayerNorm over the features where `mask` is 1 (with the first affine weights), zero
     elsewhere: equals F.layer_norm(y[..., :d], (d,), w[:d], b[:d]) padded with zeros, then a
     ReLU when `relu`, in `out_dtype` when given (computed in float32 at least; on CUDA the ReLU
-    and the cast are fused into the kernel). `y` and `mask` may be narrower than `ln` (a
-    capped block): its first affine weights are used. `scale` (a 0-d 0/1 flag) multiplies the
-    result, folded into the affine weights (or the mask without LayerNorm): no pass over y."""
+    and the cast are fused into the kernel), plus `residual` when given. `y` and `mask` may be
+    narrower than `ln` (a capped block): its first affine weights are used. `scale` (a 0-d 0/1
+    flag) multiplies the LayerNorm's result, folded into the affine weights (or the mask
+    without LayerNorm): no pass over y. `out`: where the Triton path writes the result
+    (`kernels.masked_layer_norm`; other paths ignore it)."""
     if ln is None:
-        out = wide(y) * (mask if scale is None else mask * scale)
-        out = F.relu(out) if relu else out
-        return out if out_dtype is None else out.to(out_dtype)
+        res = wide(y) * (mask if scale is None else mask * scale)
+        res = F.relu(res) if relu else res
+        res = res if out_dtype is None else res.to(out_dtype)
+        return res if residual is None else residual + res
     size = mask.shape[-1]
     w, b = ln.weight[:size], ln.bias[:size]
     if scale is not None:
         w, b = w * scale, b * scale
-    return _run_compiled(_masked_ln, y, w, b, mask, eps, relu, out_dtype)
+    if LN_KERNEL["impl"] == "triton" and kernels._use_triton(y):
+        return kernels.masked_layer_norm(y, w, b, mask, eps, relu, out_dtype, residual, out)
+    res = _run_compiled(_masked_ln, y, w, b, mask, eps, relu, out_dtype)
+    return res if residual is None else residual + res
 
 
 def token_norm(
@@ -417,7 +424,7 @@ class StaticBlock(nn.Module):
         n = i + 1
         self.register_buffer("dense_owner", owners(layout.node_width, n).to(device))
         self.register_buffer("token_owner", owners(layout.node_tokens, n).to(device))
-        self.sink_d = self.sink_s = self.out_tokens = None
+        self.sink_d = self.sink_s = self.out_dense = self.out_tokens = None
 
     def forward(
         self, mask: torch.Tensor, dense_in: Any, sparse_in: torch.Tensor,
@@ -434,7 +441,7 @@ class StaticBlock(nn.Module):
     def parts(
         self, mask: torch.Tensor, dense_in: Any, sparse_in: torch.Tensor,
         sinks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
-        out_tokens: torch.Tensor | None = None,
+        out_slots: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """The block's outputs at its size classes, unpadded: dense [B, wc], op tokens
         [B, tc, 16] and dense->sparse tokens [B, 8, 16] (in bf16 under CUDA autocast).
@@ -444,9 +451,10 @@ class StaticBlock(nn.Module):
         sparse nodes in slots of T + 8 tokens, features first [B, 16, (i + 1)(T + 8)]
         (`node_slots`). `sinks`: gradient buffers shaped as the slot inputs: the input products
         add their input gradients there (`project`) instead of returning them
-        (models/nas/chain.py). `out_tokens` ([B, tc, 16], no autograd history: the node slot's
-        view): where the op tokens' final token LayerNorm writes them when it can (the Triton
-        path), so the op tokens returned may be on its memory (then not to be copied there)."""
+        (models/nas/chain.py). `out_slots` (dense [B, wc] and op tokens [B, tc, 16], no
+        autograd history: the node slot's views): where the last LayerNorms write the dense
+        output (with the FM term) and the op tokens when they can (the Triton path), so the
+        outputs returned may be on their memory (then not to be copied there)."""
         lay = self.layout
         m = split_mask(mask, self.i, lay)
         m["dmask"], m["tmask"], m["kmask"] = (
@@ -456,7 +464,7 @@ class StaticBlock(nn.Module):
         )
         dt = torch.get_autocast_dtype("cuda") if _autocast(mask) else None
         self.sink_d, self.sink_s = sinks
-        self.out_tokens = out_tokens
+        self.out_dense, self.out_tokens = out_slots or (None, None)
         s = sparse_in
         cols_s = m["sel_s"].index_select(0, self.token_owner)
         flags, dmask = m["flags"], m["dmask"]
@@ -472,12 +480,13 @@ class StaticBlock(nn.Module):
             so = self._efc(s, cols_s, m["tmask"], dt)
         else:
             so = self._attention(s, cols_s, m["tmask"], dt)
-        self.sink_d = self.sink_s = self.out_tokens = None
         out_d = y
         if self.s2d is not None:
             fm = fm_term(so)
             fm = linear(fm, self.s2d.weight[: self.wc], self.s2d.bias[: self.wc])
-            out_d = y + masked_layer_norm(fm, self.s2d_ln, dmask, out_dtype=dt, scale=flags[2])
+            out_d = masked_layer_norm(fm, self.s2d_ln, dmask, out_dtype=dt, scale=flags[2],
+                                      residual=y, out=self.out_dense)  # fmt: skip
+        self.sink_d = self.sink_s = self.out_dense = self.out_tokens = None
         # the dense->sparse switch folded into the weights (exact: a 0/1 flag), not the output
         on = flags[3]
         extra = linear(y, self.d2s.weight[:, : self.wc] * on, self.d2s.bias * on)

@@ -321,6 +321,44 @@ def test_token_layer_norm_into_a_buffer(K):
         K.token_layer_norm(x0.transpose(1, 2), w, b, out=torch.zeros(4, 5, 16, device=DEV))
 
 
+@pytest.mark.parametrize("n", [3, 200])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_masked_layer_norm_kernel(K, n, dtype):
+    """The row kernel's masked LayerNorm (ReLU, output dtype, residual, written into a strided
+    slot of a wider buffer, read from a strided input) against the reference: values and the
+    gradients of the input, weights, bias and residual; masked columns exactly 0 without a
+    residual. Tolerances: the module's (bf16: only the final roundings differ)."""
+    tol = FP32 if dtype is torch.float32 else BF16
+    g = torch.Generator().manual_seed(n)
+    d = max(2, n * 2 // 3)  # the first d columns are inside the LayerNorm
+    mask = (torch.arange(n) < d).float().to(DEV)
+    base = torch.randn(6, 2 * n, generator=g).to(DEV, dtype)
+    res0 = torch.randn(6, n, generator=g).to(DEV, dtype)
+    w0, b0 = torch.randn(n, generator=g).to(DEV), torch.randn(n, generator=g).to(DEV)
+    go = torch.randn(6, n, generator=g).to(DEV, dtype)
+    for relu, resid in ((True, False), (False, True)):
+        results = []
+        for kernel in (True, False):
+            x = base.clone().requires_grad_()
+            w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
+            r = res0.clone().requires_grad_() if resid else None
+            buf = torch.zeros(6, 3, n, device=DEV, dtype=dtype)
+            slot = buf[:, 1]
+            args = (x[:, ::2], w, b, mask, 1e-5, relu, dtype, r)
+            if kernel:
+                y = K.masked_layer_norm(*args, out=slot)
+                assert y.data_ptr() == slot.data_ptr() and y.dtype is dtype
+            else:
+                y = K.masked_layer_norm_reference(*args)
+            y.backward(go)
+            leaves = [x, w, b] + ([r] if resid else [])
+            results.append([y.detach().clone()] + [t.grad.clone() for t in leaves])
+        for got, want in zip(*results, strict=True):
+            torch.testing.assert_close(got.float(), want.float(), **tol)
+        if not resid:
+            assert not results[0][0][:, d:].any()
+
+
 def test_token_layer_norm_reference_relu_mask():
     # the CPU path: LayerNorm, ReLU, then the mask along dim -2; a mask of the wrong size is an error
     x, w, b = torch.randn(2, 4, 16), torch.randn(16), torch.randn(16)
