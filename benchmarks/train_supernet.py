@@ -14,7 +14,25 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
-Measured 2026-12-06, session 11 (same settings; --command-steps 0 --full-steps 0 --paths 1),
+Measured 2026-12-06, session 12 (same settings; --command-steps 0 --full-steps 0 --paths 1; no
+  H200 was granted, so every number is an H100's, each against others from the same session):
+  session 11's code (row gradients untimed till then): 740,492 samples/s (11.06 ms) against
+  770,939 (10.63 ms) with --switch row_grad=off: the row path was slower, its five 130 us
+  gathers of 213k 64-byte rows (torch's index_select gives each row a few threads) costing
+  more than the dense passes it saved. With models/nas/row_kernels.py (a Triton gather,
+  scatter-add, owned-row norm and in-place Adagrad row update): 802,653 (10.21 ms) against
+  777,320 (10.54 ms) off, so row gradients stay on. Then, from benchmarks/block_kernels.py's
+  attribution: owners marked by atomic max (scatter_reduce_ took 68 us), the op tokens' token
+  LayerNorm writing into the node slot (~190 us of transposing copies), the head computed
+  from the last slots (no cat, no gradient copies), the attention residuals' gradients added
+  in the q/k/v and feed-forward matmuls (~220 us of adds): 839,046 samples/s (9.76 ms), 1,085
+  kernels and 9.36 ms of eager kernel time per step. The last change, the masked LayerNorm
+  through the row LayerNorm kernel (no contiguous copies of slot gradients, the FM term's
+  residual add and slot write fused), is validated in Triton's interpreter and compiled for
+  sm_90 here but untimed (device time ran out): --switch ln_kernel=compiled is the A/B.
+  Target 1M on the H200 (8.19 ms): the H100 / H200 ratio of session 11 (11.2 / 9.75 ms) puts
+  9.76 ms on the H100 near 8.5 ms on the H200, ~965k samples/s: not met yet.
+Session 11 (2026-12-06, same settings),
   session 10's changes on the H200, both in one call: 840,468 samples/s (9.75 ms per step)
   against 659,002 (12.43 ms) for the session-9 commit 37580aa; eager 175k against 167k. The
   warm-up pass over the 40 subnets takes 61.0 s instead of 14.9 s (torch.compile of the weight

@@ -23,8 +23,9 @@ gradients, so it is not used; on the CPU torch picks the per-tensor loop anyway.
 
 Row gradients (`AutoSparseEmbedding.row_grad`, on for the supernet's stem): the lookup's
 backward adds the batch's row gradients into a persistent fp32 buffer (`RowGrad`) and leaves
-`.grad` None; `clip_and_step` then counts those rows in the norm and updates only them (their
-Adagrad sum and weight, gathered and scattered back), and clears them. The same update as a
+`.grad` None; `clip_and_step` then counts those rows in the norm and updates only them, in
+place, and clears them (models/nas/row_kernels.py: Triton kernels on CUDA, torch references
+elsewhere). The same update as a
 dense gradient (untouched rows keep their weight and sum), without the dense passes over the
 whole table (~3.1M x 16 fp32: zeroing its gradient, reading it for the norm, and the fused
 update's 20 bytes per element: ~1.4 GB per step). `ROW_GRAD["impl"]`: "auto" (CUDA only, where
@@ -159,8 +160,8 @@ def materialize_rows(params: Iterable[torch.Tensor]) -> None:
 
 
 class _RowLookup(torch.autograd.Function):
-    """weight.index_select(0, idx); the backward adds the rows' gradients into `rows` and gives
-    the weight none (it stays pending until the optimizer's step)."""
+    """weight.index_select(0, idx) (`gather_rows`); the backward adds the rows' gradients into
+    `rows` and gives the weight none (it stays pending until the optimizer's step)."""
 
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, idx: torch.Tensor, rows: RowGrad) -> Any:

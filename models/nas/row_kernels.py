@@ -8,7 +8,9 @@ whatever the table's size or the index pattern (benchmarks/embedding_gather.py: 
 the row update of session 11 gathered the batch's rows four more times (the norm, then the
 gradient, the Adagrad sum and the weight) and scattered two back: 5 x 130 us of gathers per step.
 Here a program takes a block of index positions x all D columns, and the update reads each
-pending row's gradient, sum and weight once, in place.
+pending row's gradient, sum and weight once, in place. Measured (H100, session 12): the gather
+24-31 us against 130-134 us; in the profile of a training step the scatter-add 25 us and the
+row update 28 us; supernet training 803k samples/s against 741k with session 11's row path.
 
 - `gather_rows(weight, idx)` -> [N, D] = weight.index_select(0, idx). An index outside
   [0, R) gives a row of NaN (no read outside the table; index_select would raise on the device).
