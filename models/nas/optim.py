@@ -25,11 +25,11 @@ Row gradients (`AutoSparseEmbedding.row_grad`, on for the supernet's stem): the 
 backward adds the batch's row gradients into a persistent fp32 buffer (`RowGrad`) and leaves
 `.grad` None; `clip_and_step` then counts those rows in the norm and updates only them, in
 place, and clears them (models/nas/row_kernels.py: Triton kernels on CUDA, torch references
-elsewhere). The same update as a
-dense gradient (untouched rows keep their weight and sum), without the dense passes over the
-whole table (~3.1M x 16 fp32: zeroing its gradient, reading it for the norm, and the fused
-update's 20 bytes per element: ~1.4 GB per step). `ROW_GRAD["impl"]`: "auto" (CUDA only, where
-`EMBEDDING` is "index_select"), "on" (any device: tests), "off". Any other consumer sees the
+elsewhere). The same update as a dense gradient (untouched rows keep their weight and sum),
+without the dense passes over the whole table (~3.1M x 16 fp32: zeroing its gradient, reading
+it for the norm, and the fused update's 20 bytes per element: ~1.4 GB per step).
+`ROW_GRAD["impl"]`: "auto" (CUDA only, where `EMBEDDING` is "index_select"), "on" (any device:
+tests), "off". Any other consumer sees the
 dense gradient: `SplitAdagrad.step` and `clip_grad_norm` first turn pending rows into `.grad`.
 Not for a module whose backward is captured in a CUDA graph (the pending row list is kept on the
 host): standalone models (`graph_model`) keep dense gradients.
@@ -223,11 +223,11 @@ class AutoSparseEmbedding(_AutoSparse, nn.Embedding):
             rows = getattr(w, "row_grad", None)
             if rows is None or rows.acc.device != w.device or rows.acc.shape != w.shape:
                 rows = w.row_grad = RowGrad(w)  # type: ignore[attr-defined]
-            flat = idx.reshape(-1)
+            flat = idx.reshape(-1).long()  # (a no-op for int64: the row kernels' index type)
             return _RowLookup.apply(w, flat, rows).view(*idx.shape, w.shape[1])
         if not plain and _index_select_on(w, self.sparse_grad):
             self.sparse = False
-            return _Lookup.apply(w, idx.reshape(-1)).view(*idx.shape, w.shape[1])
+            return _Lookup.apply(w, idx.reshape(-1).long()).view(*idx.shape, w.shape[1])
         return super().forward(idx)
 
 

@@ -149,16 +149,17 @@ def test_training_step_through_the_kernels(triton_kernels, tiny, monkeypatch):
     step_equals_dense(tiny, str(DEV), monkeypatch)
 
 
-def test_dense_lookup_gradient(triton_kernels, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_dense_lookup_gradient(triton_kernels, monkeypatch, dtype):
     """The dense lookup through gather_rows (EMBEDDING "index_select" on CUDA; forced here with
-    the kernels on): index_select's values and table gradient."""
+    the kernels on): index_select's values and table gradient, for int64 and int32 indices."""
     monkeypatch.setattr(optim, "_index_select_on", lambda w, s: True)
     emb = optim.AutoSparseEmbedding(7, 4, sparse_grad=False).to(DEV)
-    idx = torch.tensor([[0, 6, 6], [3, 0, 1]], device=DEV)
+    idx = torch.tensor([[0, 6, 6], [3, 0, 1]], device=DEV, dtype=dtype)
     go = torch.randn(2, 3, 4, device=DEV)
     out = emb(idx)
     out.backward(go)
     w = emb.weight.detach()
     assert torch.equal(out.detach(), w.index_select(0, idx.flatten()).view(2, 3, 4))
-    want = torch.zeros(7, 4, device=DEV).index_add_(0, idx.flatten(), go.view(-1, 4))
+    want = torch.zeros(7, 4, device=DEV).index_add_(0, idx.flatten().long(), go.view(-1, 4))
     torch.testing.assert_close(emb.weight.grad, want, **SUMS)
