@@ -11,6 +11,9 @@
   (N = 16 per token), then optionally a ReLU and a per-token 0/1 mask, reading x through its
   [B, T, N] strides; a block of rows per program; the backward writes per-program partial sums
   of dweight / dbias.
+- `masked_layer_norm(y, weight, bias, mask, eps, relu, out_dtype, residual)`: the same row
+  kernels over up to 1024 features, the LayerNorm over the columns where a 0/1 mask is 1 (its
+  count read on the device), plus a residual; both LayerNorms can write into a given `out`.
 
 Both run the Triton kernels for CUDA tensors when triton imports (and `KERNELS["enabled"]`), the
 references otherwise, so CPU code paths work without triton. Neither syncs with the host nor
