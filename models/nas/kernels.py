@@ -636,11 +636,20 @@ def fused_attention_qkv(
     return _FusedAttentionQKV.apply(qkv, heads, t_valid)
 
 
+# Elements of a row block per thread in the LayerNorm kernels. At 32 (the first default: 256
+# rows of 16 over 4 warps) the kernels spill since they gained strides, masks and a ReLU: ptxas
+# (sm_90, Triton 3.9) gives the token backward 255 registers and a 392-byte stack per thread, the
+# forward 88 bytes; at 16, 154-254 registers and no spill at N = 16..1024.
+LN_ELEMS_PER_THREAD = 16
+
+
 def _ln_launch(n: int) -> tuple[int, int, int]:
-    """(padded width, rows per program, warps) for N features."""
+    """(padded width, rows per program, warps) for N features: 2 warps (4 for rows of 1024),
+    rows filling LN_ELEMS_PER_THREAD per thread (64 rows of 16 features)."""
     bn = max(2, _pow2(n))
-    rows = KERNELS["ln_rows"] or max(1, min(256, 4096 // bn))
-    return bn, rows, KERNELS["ln_warps"] or 4
+    warps = KERNELS["ln_warps"] or max(2, bn // 256)
+    rows = KERNELS["ln_rows"] or max(1, LN_ELEMS_PER_THREAD * 32 * warps // bn)
+    return bn, rows, warps
 
 
 @functools.cache
@@ -648,9 +657,12 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _ln_programs(blocks: int, device: torch.device) -> int:
-    """Programs of the LayerNorm backward: a few per SM (3 in the CPU interpreter)."""
-    per = KERNELS["ln_programs"] or (4 * _sm_count(device) if device.type == "cuda" else 3)
+def _ln_programs(blocks: int, warps: int, device: torch.device) -> int:
+    """Programs of the LayerNorm backward, a persistent grid: 8 warps' worth per SM (what its
+    ~200-250 registers per thread leave room for), 3 in the CPU interpreter."""
+    per = KERNELS["ln_programs"] or (
+        max(1, 8 // warps) * _sm_count(device) if device.type == "cuda" else 3
+    )
     return max(1, min(blocks, per))
 
 
@@ -701,7 +713,7 @@ class _RowLayerNorm(torch.autograd.Function):
         bsz, t, n = x3.shape
         m = bsz * t
         bn, rows, warps = _ln_launch(n)
-        grid = _ln_programs(triton.cdiv(m, rows), x3.device)
+        grid = _ln_programs(triton.cdiv(m, rows), warps, x3.device)
         dx = torch.empty_like(x3)
         dy3 = _rows3(dy)
         part = torch.empty((2, grid, n), dtype=torch.float32, device=x3.device)

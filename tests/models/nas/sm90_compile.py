@@ -1,10 +1,15 @@
 """Compile the LayerNorm and row kernels for an sm_90 (H100/H200) target without a GPU: catches
-what Triton's interpreter lets through (types, constexpr handling) before a GPU run does.
+what Triton's interpreter lets through (types, constexpr handling) before a GPU run does, and
+checks that the LayerNorm kernels at their default launch settings (`kernels._ln_launch`) do not
+spill registers (cuobjdump's stack size, where triton ships cuobjdump).
 Run as a script (triton imported without TRITON_INTERPRET); prints one line per kernel variant
-and exits non-zero on the first compile error. tests/models/nas/test_kernels.py runs it."""
+and exits non-zero on the first compile error or spill. tests/models/nas/test_kernels.py runs
+it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,12 +25,25 @@ from models.nas import row_kernels as R  # noqa: E402
 TARGET = GPUTarget("cuda", 90, 32)
 
 
-def compile_kernel(fn, types: dict[str, str], constexprs: dict[str, object]) -> int:  # noqa: ANN001
-    """PTX size of fn compiled with argument types `types` (constexprs by value)."""
+def compile_kernel(fn, types: dict[str, str], constexprs: dict[str, object],  # noqa: ANN001
+                   warps: int = 4) -> str:  # fmt: skip
+    """fn compiled with argument types `types` (constexprs by value) on `warps` warps: its
+    registers and stack bytes per thread ("?" without cuobjdump)."""
     signature = {**types, **{k: "constexpr" for k in constexprs}}
     kernel = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
-                            target=TARGET)  # fmt: skip
-    return len(kernel.asm["ptx"])
+                            target=TARGET, options={"num_warps": warps})  # fmt: skip
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not tool.exists():
+        return "registers ?, stack ?"
+    cubin = Path(os.environ.get("TMPDIR", "/tmp")) / f"sm90_{os.getpid()}.cubin"
+    cubin.write_bytes(kernel.asm["cubin"])
+    try:
+        res = subprocess.run([str(tool), "-res-usage", str(cubin)], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+    finally:
+        cubin.unlink()
+    fields = dict(f.split(":") for f in res.split() if f.startswith(("REG:", "STACK:")))
+    return f"registers {fields['REG']}, stack {fields['STACK']}"
 
 
 def strides(*names: str) -> dict[str, str]:
@@ -33,21 +51,28 @@ def strides(*names: str) -> dict[str, str]:
 
 
 def layer_norm_variants() -> list[str]:
+    """Forward and backward at the default launch of each width (token LayerNorm at 16, masked
+    LayerNorm up to 1024); a spill is a SystemExit."""
     out = []
     for n, x, cmask, resid in ((16, "*bf16", False, False), (16, "*fp32", False, False),
-                               (1024, "*bf16", True, True), (13, "*fp32", True, False)):  # fmt: skip
-        bn = max(2, 1 << (n - 1).bit_length())
-        const = {"N": n, "BN": bn, "ROWS": max(1, min(256, 4096 // bn)), "RELU": not resid,
-                 "TMASK": not cmask, "CMASK": cmask}  # fmt: skip
+                               (13, "*fp32", True, False), (128, "*bf16", True, True),
+                               (512, "*bf16", True, True), (1024, "*bf16", True, True)):  # fmt: skip
+        bn, rows, warps = K._ln_launch(n)
+        const = {"N": n, "BN": bn, "ROWS": rows, "RELU": not resid, "TMASK": not cmask,
+                 "CMASK": cmask}  # fmt: skip
         common = {"x_ptr": x, "w_ptr": "*fp32", "b_ptr": "*fp32", "tm_ptr": "*fp32",
                   "cm_ptr": "*fp32"}  # fmt: skip
         fwd = {**common, "r_ptr": x, "y_ptr": "*bf16", "M": "i32", "T": "i32", "eps": "fp32",
                **strides("sx", "sr", "sy")}  # fmt: skip
-        compile_kernel(K._ln_fwd_kernel, fwd, {**const, "RESID": resid})
         bwd = {**common, "dy_ptr": "*bf16", "dx_ptr": x, "part_ptr": "*fp32", "M": "i32",
                "T": "i32", "eps": "fp32", "G": "i32", **strides("sx", "sdy", "sdx")}  # fmt: skip
-        compile_kernel(K._ln_bwd_kernel, bwd, const)
-        out.append(f"layer norm N={n} {x} cmask={cmask} residual={resid}")
+        usage = [compile_kernel(K._ln_fwd_kernel, fwd, {**const, "RESID": resid}, warps),
+                 compile_kernel(K._ln_bwd_kernel, bwd, const, warps)]  # fmt: skip
+        line = (f"layer norm N={n} {x} cmask={cmask} residual={resid} ({rows} rows, {warps} "
+                f"warps): forward {usage[0]}; backward {usage[1]}")  # fmt: skip
+        if any(not u.endswith(("stack 0", "stack ?")) for u in usage):
+            raise SystemExit(f"spills: {line}")
+        out.append(line)
     return out
 
 
