@@ -29,7 +29,12 @@ Measured 2026-12-06, session 12 (same settings; --command-steps 0 --full-steps 0
   kernels and 9.36 ms of eager kernel time per step. The last change, the masked LayerNorm
   through the row LayerNorm kernel (no contiguous copies of slot gradients, the FM term's
   residual add and slot write fused), is validated in Triton's interpreter and compiled for
-  sm_90 here but untimed (device time ran out): --switch ln_kernel=compiled is the A/B.
+  sm_90 here but untimed (device time ran out): --switch ln_kernel=compiled is the A/B. Also
+  untimed: the LayerNorm kernels' launch at 16 elements per thread instead of 32, where ptxas
+  showed the token LayerNorm spilling (backward: 255 registers and a 392-byte stack per
+  thread); a forward-only sweep on the H100 earlier in the session had the old launch the
+  slowest of eight settings (41.8 us token-major, 85.2 us features-first, against 17.2 / 28.1
+  us for 64 rows on 2 warps, the new default; [8192, 64, 16] bf16, do_bench).
   Target 1M on the H200 (8.19 ms): the H100 / H200 ratio of session 11 (11.2 / 9.75 ms) puts
   9.76 ms on the H100 near 8.5 ms on the H200, ~965k samples/s: not met yet.
 Session 11 (2026-12-06, same settings),
