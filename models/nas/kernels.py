@@ -435,15 +435,16 @@ if triton is not None:
         N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr, RELU: tl.constexpr,
         TMASK: tl.constexpr, CMASK: tl.constexpr,
     ):  # fmt: skip
-        """dx of row blocks pid, pid + G, ...; this program's sums of g * xhat and
-        of g into rows pid and G + pid of the [2, G, N] fp32 partial buffer part_ptr, g being
-        dy times the token mask, the ReLU's gate (recomputed from x) and the column mask."""
+        """dx of row blocks pid, pid + G, ...; this program's sums of g * xhat and of g into
+        row pid of the [G, 2, N] fp32 partial buffer part_ptr (`_ln_part_sum_kernel` adds them
+        up), g being dy times the token mask, the ReLU's gate (recomputed from x) and the column
+        mask."""
         pid = tl.program_id(0)
         cols, cm, count = _ln_cols(cm_ptr, N, BN, CMASK)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
-        dw = tl.zeros([ROWS, BN], tl.float32)
-        db = tl.zeros([ROWS, BN], tl.float32)
+        dw = tl.zeros([BN], tl.float32)
+        db = tl.zeros([BN], tl.float32)
         for blk in range(pid, tl.cdiv(M, ROWS), G):
             rows, mask, xc, rstd = _ln_rows(
                 x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk, cm, count, N, BN, ROWS
@@ -465,11 +466,23 @@ if triton is not None:
                 dx = dx * cm[None, :]
             xofs = _row_offsets(rows, T, cols, sdx_b, sdx_t, sdx_n)
             tl.store(dx_ptr + xofs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-            dw += g * xhat
-            db += g
-        part = pid.to(tl.int64) * N + cols
-        tl.store(part_ptr + part, tl.sum(dw, 0), mask=cols < N)
-        tl.store(part_ptr + G * N + part, tl.sum(db, 0), mask=cols < N)
+            dw += tl.sum(g * xhat, 0)
+            db += tl.sum(g, 0)
+        part = pid.to(tl.int64) * (2 * N) + cols
+        tl.store(part_ptr + part, dw, mask=cols < N)
+        tl.store(part_ptr + N + part, db, mask=cols < N)
+
+    @triton.jit
+    def _ln_part_sum_kernel(part_ptr, out_ptr, G, C, BC: tl.constexpr, BG: tl.constexpr):
+        """out[c] = sum over g of part[g, c] ([G, C] fp32, row-major; C = 2 N: the weight's and
+        the bias's gradients), columns BC at a time per program, rows in a fixed order."""
+        cols = tl.program_id(0) * BC + tl.arange(0, BC)
+        acc = tl.zeros([BG, BC], tl.float32)
+        for g0 in range(0, G, BG):
+            r = g0 + tl.arange(0, BG)
+            m = (r < G)[:, None] & (cols < C)[None, :]
+            acc += tl.load(part_ptr + r.to(tl.int64)[:, None] * C + cols[None, :], mask=m, other=0.0)
+        tl.store(out_ptr + cols, tl.sum(acc, 0), mask=cols < C)
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,19 +649,27 @@ def fused_attention_qkv(
     return _FusedAttentionQKV.apply(qkv, heads, t_valid)
 
 
-# Elements of a row block per thread in the LayerNorm kernels. At 32 (the first default: 256
-# rows of 16 over 4 warps) the kernels spill since they gained strides, masks and a ReLU: ptxas
-# (sm_90, Triton 3.9) gives the token backward 255 registers and a 392-byte stack per thread, the
-# forward 88 bytes; at 16, 154-254 registers and no spill at N = 16..1024.
+# Elements of a row block per thread in the LayerNorm kernels, forward and backward. At 32 (the
+# first default: 256 rows of 16 over 4 warps) the kernels spill since they gained strides, masks
+# and a ReLU: ptxas (sm_90, Triton 3.9) gives the token backward 255 registers and a 392-byte
+# stack per thread, the forward 88 bytes. At 16 the forward takes 56-158 registers; the backward
+# (226-254 registers, spilling under another Triton) runs at 8 with its weight and bias sums
+# reduced over the rows of each block, within the 128 registers that let LN_BWD_WARPS_PER_SM
+# warps share an SM (tests/models/nas/sm90_compile.py checks both).
 LN_ELEMS_PER_THREAD = 16
+LN_BWD_ELEMS_PER_THREAD = 8
+LN_BWD_WARPS_PER_SM = 16
 
 
-def _ln_launch(n: int) -> tuple[int, int, int]:
-    """(padded width, rows per program, warps) for N features: 2 warps (4 for rows of 1024),
-    rows filling LN_ELEMS_PER_THREAD per thread (64 rows of 16 features)."""
+def _ln_launch(n: int, backward: bool = False) -> tuple[int, int, int]:
+    """(padded width, rows per program, warps) for N features: rows filling LN_ELEMS_PER_THREAD
+    (forward) or LN_BWD_ELEMS_PER_THREAD (backward) per thread on 2 warps (64 or 32 rows of 16
+    features), more warps for wide rows so that a block keeps 2 rows (at one row, ptxas gives
+    the backward 163 registers against 96 for two)."""
     bn = max(2, _pow2(n))
-    warps = KERNELS["ln_warps"] or max(2, bn // 256)
-    rows = KERNELS["ln_rows"] or max(1, LN_ELEMS_PER_THREAD * 32 * warps // bn)
+    elems = LN_BWD_ELEMS_PER_THREAD if backward else LN_ELEMS_PER_THREAD
+    warps = KERNELS["ln_warps"] or max(2, 2 * bn // (32 * elems))
+    rows = KERNELS["ln_rows"] or max(1, elems * 32 * warps // bn)
     return bn, rows, warps
 
 
@@ -658,12 +679,26 @@ def _sm_count(device: torch.device) -> int:
 
 
 def _ln_programs(blocks: int, warps: int, device: torch.device) -> int:
-    """Programs of the LayerNorm backward, a persistent grid: 8 warps' worth per SM (what its
-    ~200-250 registers per thread leave room for), 3 in the CPU interpreter."""
+    """Programs of the LayerNorm backward, a persistent grid: LN_BWD_WARPS_PER_SM warps' worth
+    per SM, 3 in the CPU interpreter."""
     per = KERNELS["ln_programs"] or (
-        max(1, 8 // warps) * _sm_count(device) if device.type == "cuda" else 3
+        max(1, LN_BWD_WARPS_PER_SM // warps) * _sm_count(device) if device.type == "cuda" else 3
     )
     return max(1, min(blocks, per))
+
+
+# The partial sums' reduction: columns per program, rows per step.
+LN_PART_COLS, LN_PART_ROWS = 32, 128
+
+
+def _ln_part_sum(part: torch.Tensor) -> torch.Tensor:
+    """[G, C] fp32 partial sums -> their column sums [C] (one small kernel, a fixed order)."""
+    g, c = part.shape
+    out = torch.empty(c, dtype=torch.float32, device=part.device)
+    _ln_part_sum_kernel[(triton.cdiv(c, LN_PART_COLS),)](
+        part, out, g, c, BC=LN_PART_COLS, BG=LN_PART_ROWS, num_warps=4
+    )
+    return out
 
 
 def _rows3(x: torch.Tensor) -> torch.Tensor:
@@ -712,18 +747,18 @@ class _RowLayerNorm(torch.autograd.Function):
         x3, w, b, tm, cm = ctx.saved_tensors
         bsz, t, n = x3.shape
         m = bsz * t
-        bn, rows, warps = _ln_launch(n)
+        bn, rows, warps = _ln_launch(n, backward=True)
         grid = _ln_programs(triton.cdiv(m, rows), warps, x3.device)
         dx = torch.empty_like(x3)
         dy3 = _rows3(dy)
-        part = torch.empty((2, grid, n), dtype=torch.float32, device=x3.device)
+        part = torch.empty((grid, 2 * n), dtype=torch.float32, device=x3.device)
         _ln_bwd_kernel[(grid,)](
             x3, w, b, tm, cm, dy3, dx, part, m, t, ctx.eps, grid,
             *x3.stride(), *dy3.stride(), *dx.stride(),
             N=n, BN=bn, ROWS=rows, RELU=ctx.relu, TMASK=ctx.tmask, CMASK=ctx.cmask,
             num_warps=warps,
         )  # fmt: skip
-        dweight, dbias = part.sum(1)
+        dweight, dbias = _ln_part_sum(part).view(2, n)
         dweight, dbias = dweight.to(w.dtype), dbias.to(b.dtype)
         dres = None if ctx.r_dtype is None else dy.to(ctx.r_dtype)  # the residual's: dy itself
         return dx.reshape(ctx.shape), dweight, dbias, dres, None, None, None, None, None, None

@@ -1,7 +1,8 @@
 """Compile the LayerNorm and row kernels for an sm_90 (H100/H200) target without a GPU: catches
 what Triton's interpreter lets through (types, constexpr handling) before a GPU run does, and
 checks that the LayerNorm kernels at their default launch settings (`kernels._ln_launch`) do not
-spill registers (cuobjdump's stack size, where triton ships cuobjdump).
+spill registers (cuobjdump's stack size, where triton ships cuobjdump) and that the backward fits
+the registers its grid assumes.
 Run as a script (triton imported without TRITON_INTERPRET); prints one line per kernel variant
 and exits non-zero on the first compile error or spill. tests/models/nas/test_kernels.py runs
 it."""
@@ -26,15 +27,15 @@ TARGET = GPUTarget("cuda", 90, 32)
 
 
 def compile_kernel(fn, types: dict[str, str], constexprs: dict[str, object],  # noqa: ANN001
-                   warps: int = 4) -> str:  # fmt: skip
+                   warps: int = 4) -> tuple[int, int] | None:  # fmt: skip
     """fn compiled with argument types `types` (constexprs by value) on `warps` warps: its
-    registers and stack bytes per thread ("?" without cuobjdump)."""
+    (registers, stack bytes) per thread, None without cuobjdump."""
     signature = {**types, **{k: "constexpr" for k in constexprs}}
     kernel = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
                             target=TARGET, options={"num_warps": warps})  # fmt: skip
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     if not tool.exists():
-        return "registers ?, stack ?"
+        return None
     cubin = Path(os.environ.get("TMPDIR", "/tmp")) / f"sm90_{os.getpid()}.cubin"
     cubin.write_bytes(kernel.asm["cubin"])
     try:
@@ -43,7 +44,11 @@ def compile_kernel(fn, types: dict[str, str], constexprs: dict[str, object],  # 
     finally:
         cubin.unlink()
     fields = dict(f.split(":") for f in res.split() if f.startswith(("REG:", "STACK:")))
-    return f"registers {fields['REG']}, stack {fields['STACK']}"
+    return int(fields["REG"]), int(fields["STACK"])
+
+
+def usage_text(usage: tuple[int, int] | None) -> str:
+    return "registers ?, stack ?" if usage is None else f"registers {usage[0]}, stack {usage[1]}"
 
 
 def strides(*names: str) -> dict[str, str]:
@@ -51,28 +56,35 @@ def strides(*names: str) -> dict[str, str]:
 
 
 def layer_norm_variants() -> list[str]:
-    """Forward and backward at the default launch of each width (token LayerNorm at 16, masked
-    LayerNorm up to 1024); a spill is a SystemExit."""
+    """Forward and backward at their default launches for each width (token LayerNorm at 16,
+    masked LayerNorm up to 1024), and the partial sums' reduction. A spill, or a backward over
+    the registers that `K.LN_BWD_WARPS_PER_SM` warps per SM allow, is a SystemExit."""
     out = []
+    bwd_cap = 65536 // (K.LN_BWD_WARPS_PER_SM * 32)
     for n, x, cmask, resid in ((16, "*bf16", False, False), (16, "*fp32", False, False),
                                (13, "*fp32", True, False), (128, "*bf16", True, True),
                                (512, "*bf16", True, True), (1024, "*bf16", True, True)):  # fmt: skip
-        bn, rows, warps = K._ln_launch(n)
-        const = {"N": n, "BN": bn, "ROWS": rows, "RELU": not resid, "TMASK": not cmask,
-                 "CMASK": cmask}  # fmt: skip
         common = {"x_ptr": x, "w_ptr": "*fp32", "b_ptr": "*fp32", "tm_ptr": "*fp32",
                   "cm_ptr": "*fp32"}  # fmt: skip
         fwd = {**common, "r_ptr": x, "y_ptr": "*bf16", "M": "i32", "T": "i32", "eps": "fp32",
                **strides("sx", "sr", "sy")}  # fmt: skip
         bwd = {**common, "dy_ptr": "*bf16", "dx_ptr": x, "part_ptr": "*fp32", "M": "i32",
                "T": "i32", "eps": "fp32", "G": "i32", **strides("sx", "sdy", "sdx")}  # fmt: skip
-        usage = [compile_kernel(K._ln_fwd_kernel, fwd, {**const, "RESID": resid}, warps),
-                 compile_kernel(K._ln_bwd_kernel, bwd, const, warps)]  # fmt: skip
-        line = (f"layer norm N={n} {x} cmask={cmask} residual={resid} ({rows} rows, {warps} "
-                f"warps): forward {usage[0]}; backward {usage[1]}")  # fmt: skip
-        if any(not u.endswith(("stack 0", "stack ?")) for u in usage):
-            raise SystemExit(f"spills: {line}")
+        line = f"layer norm N={n} {x} cmask={cmask} residual={resid}:"
+        for name, fn, types, backward in (("forward", K._ln_fwd_kernel, fwd, False),
+                                          ("backward", K._ln_bwd_kernel, bwd, True)):  # fmt: skip
+            bn, rows, warps = K._ln_launch(n, backward=backward)
+            const = {"N": n, "BN": bn, "ROWS": rows, "RELU": not resid, "TMASK": not cmask,
+                     "CMASK": cmask, **({} if backward else {"RESID": resid})}  # fmt: skip
+            usage = compile_kernel(fn, types, const, warps)
+            line += f" {name} ({rows} rows, {warps} warps) {usage_text(usage)};"
+            if usage is not None and (usage[1] or (backward and usage[0] > bwd_cap)):
+                raise SystemExit(f"spills or over {bwd_cap} registers: {line}")
         out.append(line)
+    usage = compile_kernel(K._ln_part_sum_kernel, {"part_ptr": "*fp32", "out_ptr": "*fp32",
+                           "G": "i32", "C": "i32"},
+                           {"BC": K.LN_PART_COLS, "BG": K.LN_PART_ROWS})  # fmt: skip
+    out.append(f"layer norm partial sums: {usage_text(usage)}")
     return out
 
 
