@@ -1,7 +1,7 @@
 """Fused Triton attention and token LayerNorm against the PyTorch paths on CUDA (prints tables).
 
 (a) attention over [B=8192, H=8, T, D=2] bf16 for T in (16, 32, 64): models.nas.kernels'
-    fused_attention (both kernels of `kernels.ATTN_KERNEL`: "lanes" and "dot") vs the current unfused bf16 path (models.nas.ops._attend_bf16) and
+    fused_attention vs the current unfused bf16 path (models.nas.ops._attend_bf16) and
     F.scaled_dot_product_attention; (b) token LayerNorm over [8192, 64, 16] (fp32 and bf16):
     the fused kernel vs F.layer_norm and the torch.compile'd ops._ln16 (the current CUDA default).
 Times are medians of triton.testing.do_bench in ms: forward alone, forward + backward, and forward
@@ -78,7 +78,6 @@ def table(title, rows):
 
 
 def attention_rows(t):
-    from models.nas import kernels
     from models.nas.kernels import fused_attention
     from models.nas.ops import _attend_bf16
 
@@ -88,8 +87,7 @@ def attention_rows(t):
     q, k, v = leaf(), leaf(), leaf()
     grad = torch.randn(B, H, t, D, device="cuda", dtype=torch.bfloat16)
     impls = [
-        ("fused_attention (triton, lanes)", fused_attention),
-        ("fused_attention (triton, dot)", fused_attention),
+        ("fused_attention (triton)", fused_attention),
         ("ops._attend_bf16 (bmm)", _attend_bf16),
         ("F.scaled_dot_product_attention", F.scaled_dot_product_attention),
     ]
@@ -98,24 +96,11 @@ def attention_rows(t):
             n_dev = torch.tensor(n, device="cuda")
             impls.append(
                 (
-                    f"  fused lanes, t_valid={n} (tensor)",
+                    f"  fused, t_valid={n} (tensor)",
                     lambda q, k, v, n=n_dev: fused_attention(q, k, v, n),
                 )
             )
-    for n in (32, 16) if t == T_MAX else ():
-        n_dev = torch.tensor(n, device="cuda")
-        impls.append(
-            (
-                f"  fused dot, t_valid={n} (tensor)",
-                lambda q, k, v, n=n_dev: fused_attention(q, k, v, n),
-            )
-        )
-    rows = []
-    for label, fn in impls:  # the kernel is chosen when the forward and backward run
-        kernels.ATTN_KERNEL["impl"] = "dot" if "dot" in label else "lanes"
-        rows.append((label, *timed(fn, (q, k, v), grad)))
-    kernels.ATTN_KERNEL["impl"] = "lanes"
-    return rows
+    return [(label, *timed(fn, (q, k, v), grad)) for label, fn in impls]
 
 
 def layer_norm_rows(dtype):

@@ -361,100 +361,6 @@ if triton is not None:
         _store_t(dv_ptr + g, kj, sg_t, sg_d, dd, kj < T, dv, D)
         _store_t(dk_ptr + g, kj, sg_t, sg_d, dd, kj < T, dk * sm_scale, D)
 
-    # The "dot" variant (ATTN_KERNEL): one (b, h) per program, the whole [BT, BT] score tile at
-    # once, its products on the tensor cores (tl.dot; heads padded to DP >= 16 columns), P and dS
-    # in the inputs' dtype for the products as FlashAttention does; the backward computes P once
-    # for dq, dk and dv (the "lanes" kernels above recompute it in each of their two kernels).
-
-    @triton.jit
-    def _load_rows(base, idx, s_t, s_d, dd, mask, D: tl.constexpr):
-        """[BT, DP] tile of a [T, D] head in its dtype (float64 as float32): element (t, d) at
-        base + t s_t + d s_d, 0 where masked and in the padding columns."""
-        m = mask[:, None] & (dd < D)[None, :]
-        x = tl.load(base + idx[:, None] * s_t + dd[None, :] * s_d, mask=m, other=0.0)
-        if x.dtype == tl.float64:  # float32 math, as in the other kernels
-            x = x.to(tl.float32)
-        return x
-
-    @triton.jit
-    def _store_rows(base, idx, s_t, s_d, dd, mask, x, D: tl.constexpr):
-        m = mask[:, None] & (dd < D)[None, :]
-        tl.store(base + idx[:, None] * s_t + dd[None, :] * s_d, x.to(base.dtype.element_ty), mask=m)
-
-    @triton.jit
-    def _attn_fwd_dot_kernel(
-        q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, tv_ptr,
-        tv, T, H, qk_scale,
-        sq_b, sq_h, sq_t, sq_d,
-        sk_b, sk_h, sk_t, sk_d,
-        sv_b, sv_h, sv_t, sv_d,
-        so_b, so_h, so_t, so_d,
-        D: tl.constexpr, DP: tl.constexpr, BT: tl.constexpr, PREC: tl.constexpr,
-        TV_PTR: tl.constexpr,
-    ):  # fmt: skip
-        """`_attn_fwd_kernel`'s results (o, lse in log2 units) from one [BT, BT] score tile."""
-        pid = tl.program_id(0)
-        b = (pid // H).to(tl.int64)
-        h = (pid % H).to(tl.int64)
-        n = _valid_len(tv_ptr, tv, T, TV_PTR)
-        ti = tl.arange(0, BT)
-        dd = tl.arange(0, DP)
-        valid = ti < n
-        q = _load_rows(q_ptr + b * sq_b + h * sq_h, ti, sq_t, sq_d, dd, valid, D)
-        k = _load_rows(k_ptr + b * sk_b + h * sk_h, ti, sk_t, sk_d, dd, valid, D)
-        v = _load_rows(v_ptr + b * sv_b + h * sv_h, ti, sv_t, sv_d, dd, valid, D)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        s = tl.where(valid[None, :], s, -1.0e30)  # finite: no NaN when no key is valid
-        m = tl.max(s, 1)
-        p = tl.exp2(s - m[:, None])
-        den = tl.sum(p, 1)
-        o = tl.dot(p.to(v.dtype), v, input_precision=PREC)
-        inv = tl.where(valid, 1.0 / den, 0.0)  # rows >= t_valid come out exactly 0
-        _store_rows(o_ptr + b * so_b + h * so_h, ti, so_t, so_d, dd, ti < T, o * inv[:, None], D)
-        tl.store(lse_ptr + pid.to(tl.int64) * BT + ti, tl.where(valid, m + tl.log2(den), 0.0))
-
-    @triton.jit
-    def _attn_bwd_dot_kernel(
-        q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, tv_ptr,
-        tv, T, H, qk_scale, sm_scale,
-        sq_b, sq_h, sq_t, sq_d,
-        sk_b, sk_h, sk_t, sk_d,
-        sv_b, sv_h, sv_t, sv_d,
-        so_b, so_h, so_t, so_d,
-        sdo_b, sdo_h, sdo_t, sdo_d,
-        sg_b, sg_h, sg_t, sg_d,
-        D: tl.constexpr, DP: tl.constexpr, BT: tl.constexpr, PREC: tl.constexpr,
-        TV_PTR: tl.constexpr,
-    ):  # fmt: skip
-        """dq, dk, dv of one (b, h) from one recomputed P: dS = P (dO V^T - delta), delta =
-        rowsum(dO * O); dv = P^T dO, dk = sm_scale dS^T Q, dq = sm_scale dS K (dq, dk and dv
-        share their strides)."""
-        pid = tl.program_id(0)
-        b = (pid // H).to(tl.int64)
-        h = (pid % H).to(tl.int64)
-        n = _valid_len(tv_ptr, tv, T, TV_PTR)
-        ti = tl.arange(0, BT)
-        dd = tl.arange(0, DP)
-        valid = ti < n
-        q = _load_rows(q_ptr + b * sq_b + h * sq_h, ti, sq_t, sq_d, dd, valid, D)
-        k = _load_rows(k_ptr + b * sk_b + h * sk_h, ti, sk_t, sk_d, dd, valid, D)
-        v = _load_rows(v_ptr + b * sv_b + h * sv_h, ti, sv_t, sv_d, dd, valid, D)
-        o = _load_rows(o_ptr + b * so_b + h * so_h, ti, so_t, so_d, dd, valid, D)
-        do = _load_rows(do_ptr + b * sdo_b + h * sdo_h, ti, sdo_t, sdo_d, dd, valid, D)
-        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-        lse = tl.load(lse_ptr + pid.to(tl.int64) * BT + ti)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        p = tl.where(valid[:, None] & valid[None, :], tl.exp2(s - lse[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-        ds = (p * (dp - delta[:, None])).to(q.dtype)
-        dv = tl.dot(tl.trans(p.to(q.dtype)), do, input_precision=PREC)
-        dk = tl.dot(tl.trans(ds), q, input_precision=PREC) * sm_scale
-        dq = tl.dot(ds, k, input_precision=PREC) * sm_scale
-        g = b * sg_b + h * sg_h
-        _store_rows(dq_ptr + g, ti, sg_t, sg_d, dd, ti < T, dq, D)
-        _store_rows(dk_ptr + g, ti, sg_t, sg_d, dd, ti < T, dk, D)
-        _store_rows(dv_ptr + g, ti, sg_t, sg_d, dd, ti < T, dv, D)
-
     @triton.jit
     def _row_offsets(rows, T, cols, s_b, s_t, s_n):
         """Offsets of rows x cols of a [B, T, N] tensor with strides (s_b, s_t, s_n), row r
@@ -616,16 +522,6 @@ def _pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-# "dot": the attention kernels with one score tile per (b, h) on the tensor cores (one kernel
-# each way); "lanes": rows on lanes, the scores in chunks on the CUDA cores (two backward kernels).
-ATTN_KERNEL = {"impl": "lanes"}
-
-
-def _dot_launch(bt: int) -> dict[str, Any]:
-    """Head padding, warps and fp32 product precision of the "dot" kernels for a BT tile."""
-    return {"DP": 16, "num_warps": 8 if bt >= 128 else 4 if bt >= 64 else 2, "PREC": "ieee"}
-
-
 def _attn_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t_valid: Any) -> tuple:
     """The forward kernel: (o token-major [B, H, T, D], lse, t_valid kernel arguments)."""
     b, h, t, d = q.shape
@@ -633,16 +529,11 @@ def _attn_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t_valid: An
     o = _token_major(b, h, t, d, q)
     lse = torch.empty((b * h, bt), dtype=torch.float32, device=q.device)
     tv_args = _tv_args(t_valid, t, lse)
-    args = (q, k, v, o, lse, tv_args[0], tv_args[1], t, h, _LOG2E / math.sqrt(d),
-            *q.stride(), *k.stride(), *v.stride(), *o.stride())  # fmt: skip
-    if ATTN_KERNEL["impl"] == "dot" and d <= 16:
-        _attn_fwd_dot_kernel[(b * h,)](
-            *args, D=d, BT=bt, TV_PTR=tv_args[2], **_dot_launch(bt)
-        )
-    else:
-        _attn_fwd_kernel[(b * h,)](
-            *args, D=d, DP=_pow2(d), BT=bt, TV_PTR=tv_args[2], **_attn_launch(bt)
-        )
+    _attn_fwd_kernel[(b * h,)](
+        q, k, v, o, lse, tv_args[0], tv_args[1], t, h, _LOG2E / math.sqrt(d),
+        *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+        D=d, DP=_pow2(d), BT=bt, TV_PTR=tv_args[2], **_attn_launch(bt),
+    )  # fmt: skip
     return o, lse, tv_args
 
 
@@ -650,20 +541,11 @@ def _attn_backward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, do: torch.Tensor,
     lse: torch.Tensor, tv_args: tuple, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor,
 ) -> None:  # fmt: skip
-    """The backward kernels, writing dq, dk, dv ([B, H, T, D], any strides the three share)."""
+    """The two backward kernels, writing dq, dk, dv ([B, H, T, D], any strides dk and dv share)."""
     b, h, t, d = q.shape
     bt = _block_t(t)
-    tv_ptr, tv, has_ptr = tv_args
-    if ATTN_KERNEL["impl"] == "dot" and d <= 16:
-        if not dq.stride() == dk.stride() == dv.stride():
-            raise ValueError("dq, dk and dv must share their strides")
-        _attn_bwd_dot_kernel[(b * h,)](
-            q, k, v, o, do, lse, dq, dk, dv, tv_ptr, tv, t, h, _LOG2E / math.sqrt(d),
-            1.0 / math.sqrt(d), *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-            *do.stride(), *dq.stride(), D=d, BT=bt, TV_PTR=has_ptr, **_dot_launch(bt),
-        )  # fmt: skip
-        return
     delta = torch.empty_like(lse)
+    tv_ptr, tv, has_ptr = tv_args
     consts = {"D": d, "DP": _pow2(d), "BT": bt, "TV_PTR": has_ptr}
     launch = _attn_launch(bt)
     scales = (_LOG2E / math.sqrt(d), 1.0 / math.sqrt(d))
