@@ -652,13 +652,12 @@ def fused_attention_qkv(
 # Elements of a row block per thread in the LayerNorm kernels, forward and backward. At 32 (the
 # first default: 256 rows of 16 over 4 warps) the kernels spill since they gained strides, masks
 # and a ReLU: ptxas (sm_90, Triton 3.9) gives the token backward 255 registers and a 392-byte
-# stack per thread, the forward 88 bytes. At 16 the forward takes 56-158 registers; the backward
-# (226-254 registers, spilling under another Triton) runs at 8 with its weight and bias sums
-# reduced over the rows of each block, within the 128 registers that let LN_BWD_WARPS_PER_SM
-# warps share an SM (tests/models/nas/sm90_compile.py checks both).
+# stack per thread, the forward 88 bytes. At 16 the forward takes 48-158 registers (by Triton
+# version); the backward (226-254 registers at 16, spilling under Triton 3.6) runs at 8 with its
+# weight and bias sums reduced over the rows of each block: 96-108 registers under Triton 3.7,
+# 165 under 3.6 (tests/models/nas/sm90_compile.py checks that none spills).
 LN_ELEMS_PER_THREAD = 16
 LN_BWD_ELEMS_PER_THREAD = 8
-LN_BWD_WARPS_PER_SM = 16
 
 
 def _ln_launch(n: int, backward: bool = False) -> tuple[int, int, int]:
@@ -673,18 +672,54 @@ def _ln_launch(n: int, backward: bool = False) -> tuple[int, int, int]:
     return bn, rows, warps
 
 
+def programs_per_sm(
+    regs: int, warps: int, shared_bytes: int = 0, regs_sm: int = 65536, warps_sm: int = 64,
+    shared_sm: int = 233472, programs_sm: int = 32,
+) -> int:  # fmt: skip
+    """How many programs of a kernel with `regs` registers per thread on `warps` warps an SM
+    holds at once (Hopper's limits by default): registers are allocated per warp in units of
+    256 (8 per thread), then the SM's registers, warps, shared memory and program slots."""
+    regs_warp = -(-regs // 8) * 8 * 32
+    fit = min(regs_sm // (regs_warp * warps), warps_sm // warps, programs_sm)
+    if shared_bytes:
+        fit = min(fit, shared_sm // shared_bytes)
+    return max(1, fit)
+
+
+def _resident_per_sm(kernel: Any, warps: int, device: torch.device) -> int:
+    """`programs_per_sm` of a launched Triton kernel on this device (what 255 registers per
+    thread allow when the kernel does not say how many it takes)."""
+    regs = getattr(kernel, "n_regs", 0)
+    if not regs:
+        return max(1, 8 // warps)
+    props = torch.cuda.get_device_properties(device)
+    return programs_per_sm(
+        regs, warps, getattr(getattr(kernel, "metadata", None), "shared", 0),
+        getattr(props, "regs_per_multiprocessor", 65536),
+        getattr(props, "max_threads_per_multi_processor", 2048) // 32,
+        getattr(props, "shared_memory_per_multiprocessor", 233472),
+    )  # fmt: skip
+
+
+# Programs per SM of the LayerNorm backward's persistent grid, per launch key, once a launch
+# has shown the compiled kernel's registers (96-168 per thread, by Triton version): as many as
+# the SM holds at once, so no program waits for a second wave. Before that (the key's first
+# launch): 8 warps' worth, which any register count allows.
+_LN_BWD_FIT: dict[tuple, int] = {}
+
+
+def _ln_bwd_programs(blocks: int, warps: int, key: tuple) -> int:
+    """Programs of the LayerNorm backward for `blocks` row blocks (3 in the CPU interpreter)."""
+    device = key[0]
+    if KERNELS["ln_programs"] or device.type != "cuda":
+        return max(1, min(blocks, KERNELS["ln_programs"] or 3))
+    per_sm = _LN_BWD_FIT.get(key, max(1, 8 // warps))
+    return max(1, min(blocks, per_sm * _sm_count(device)))
+
+
 @functools.cache
 def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-def _ln_programs(blocks: int, warps: int, device: torch.device) -> int:
-    """Programs of the LayerNorm backward, a persistent grid: LN_BWD_WARPS_PER_SM warps' worth
-    per SM, 3 in the CPU interpreter."""
-    per = KERNELS["ln_programs"] or (
-        max(1, LN_BWD_WARPS_PER_SM // warps) * _sm_count(device) if device.type == "cuda" else 3
-    )
-    return max(1, min(blocks, per))
 
 
 # The partial sums' reduction: columns per program, rows per step.
@@ -748,16 +783,19 @@ class _RowLayerNorm(torch.autograd.Function):
         bsz, t, n = x3.shape
         m = bsz * t
         bn, rows, warps = _ln_launch(n, backward=True)
-        grid = _ln_programs(triton.cdiv(m, rows), warps, x3.device)
         dx = torch.empty_like(x3)
         dy3 = _rows3(dy)
+        consts = {"N": n, "BN": bn, "ROWS": rows, "RELU": ctx.relu, "TMASK": ctx.tmask,
+                  "CMASK": ctx.cmask, "num_warps": warps}  # fmt: skip
+        key = (x3.device, x3.dtype, dy3.dtype, *consts.values())
+        grid = _ln_bwd_programs(triton.cdiv(m, rows), warps, key)
         part = torch.empty((grid, 2 * n), dtype=torch.float32, device=x3.device)
-        _ln_bwd_kernel[(grid,)](
+        kernel = _ln_bwd_kernel[(grid,)](
             x3, w, b, tm, cm, dy3, dx, part, m, t, ctx.eps, grid,
-            *x3.stride(), *dy3.stride(), *dx.stride(),
-            N=n, BN=bn, ROWS=rows, RELU=ctx.relu, TMASK=ctx.tmask, CMASK=ctx.cmask,
-            num_warps=warps,
+            *x3.stride(), *dy3.stride(), *dx.stride(), **consts,
         )  # fmt: skip
+        if x3.is_cuda and key not in _LN_BWD_FIT:
+            _LN_BWD_FIT[key] = _resident_per_sm(kernel, warps, x3.device)
         dweight, dbias = _ln_part_sum(part).view(2, n)
         dweight, dbias = dweight.to(w.dtype), dbias.to(b.dtype)
         dres = None if ctx.r_dtype is None else dy.to(ctx.r_dtype)  # the residual's: dy itself

@@ -1,8 +1,7 @@
 """Compile the LayerNorm and row kernels for an sm_90 (H100/H200) target without a GPU: catches
 what Triton's interpreter lets through (types, constexpr handling) before a GPU run does, and
 checks that the LayerNorm kernels at their default launch settings (`kernels._ln_launch`) do not
-spill registers (cuobjdump's stack size, where triton ships cuobjdump) and that the backward fits
-the registers its grid assumes.
+spill registers (cuobjdump's stack size, where triton ships cuobjdump).
 Run as a script (triton imported without TRITON_INTERPRET); prints one line per kernel variant
 and exits non-zero on the first compile error or spill. tests/models/nas/test_kernels.py runs
 it."""
@@ -57,10 +56,8 @@ def strides(*names: str) -> dict[str, str]:
 
 def layer_norm_variants() -> list[str]:
     """Forward and backward at their default launches for each width (token LayerNorm at 16,
-    masked LayerNorm up to 1024), and the partial sums' reduction. A spill, or a backward over
-    the registers that `K.LN_BWD_WARPS_PER_SM` warps per SM allow, is a SystemExit."""
+    masked LayerNorm up to 1024), and the partial sums' reduction; a spill is a SystemExit."""
     out = []
-    bwd_cap = 65536 // (K.LN_BWD_WARPS_PER_SM * 32)
     for n, x, cmask, resid in ((16, "*bf16", False, False), (16, "*fp32", False, False),
                                (13, "*fp32", True, False), (128, "*bf16", True, True),
                                (512, "*bf16", True, True), (1024, "*bf16", True, True)):  # fmt: skip
@@ -78,8 +75,8 @@ def layer_norm_variants() -> list[str]:
                      "CMASK": cmask, **({} if backward else {"RESID": resid})}  # fmt: skip
             usage = compile_kernel(fn, types, const, warps)
             line += f" {name} ({rows} rows, {warps} warps) {usage_text(usage)};"
-            if usage is not None and (usage[1] or (backward and usage[0] > bwd_cap)):
-                raise SystemExit(f"spills or over {bwd_cap} registers: {line}")
+            if usage is not None and usage[1]:
+                raise SystemExit(f"spills: {line}")
         out.append(line)
     usage = compile_kernel(K._ln_part_sum_kernel, {"part_ptr": "*fp32", "out_ptr": "*fp32",
                            "G": "i32", "C": "i32"},

@@ -370,6 +370,29 @@ def test_layer_norm_partial_sums(K):
     torch.testing.assert_close(K._ln_part_sum(part), part.sum(0), **FP32)
 
 
+def test_programs_per_sm_by_hand():
+    """Residency on an H100/H200 SM (65,536 registers, 64 warps, 228 KiB shared memory, 32
+    programs): registers per thread round up to 8. 165 registers on 2 warps: 168 * 32 * 2 =
+    10,752 per program, 6 fit; 106 -> 112: 9; 255 -> 256: 4 (the old fixed 8 warps per SM);
+    32 registers on 1 warp: 64 by registers, 32 by program slots; 40 KiB of shared memory: 5."""
+    assert kernels.programs_per_sm(165, 2) == 6
+    assert kernels.programs_per_sm(106, 2) == 9
+    assert kernels.programs_per_sm(255, 2) == 4
+    assert kernels.programs_per_sm(32, 1) == 32
+    assert kernels.programs_per_sm(64, 4, shared_bytes=40 * 1024) == 5
+    assert kernels.programs_per_sm(255, 16) == 1  # never 0
+
+
+@pytest.mark.skipif(not CUDA, reason="residency is measured on a GPU")
+def test_layer_norm_backward_grid_learns_residency(K):
+    """After a key's first backward the grid holds what the SMs fit of the compiled kernel."""
+    K._LN_BWD_FIT.clear()
+    x = torch.randn(64, 37, 16, device=DEV, requires_grad=True)
+    w, b = torch.randn(16, device=DEV), torch.randn(16, device=DEV)
+    K.token_layer_norm(x, w, b).sum().backward()
+    assert len(K._LN_BWD_FIT) == 1 and 1 <= next(iter(K._LN_BWD_FIT.values())) <= 32
+
+
 def test_kernels_compile_for_sm90():
     """The LayerNorm and row kernels compile for an H100/H200 target (sm_90) with no GPU here,
     the LayerNorm kernels at their default launch without register spills:
