@@ -1,0 +1,152 @@
+"""The row LayerNorm kernels (models/nas/kernels.py) at the training step's shapes, by the
+backward's launch (warps, rows per block): forward and backward times, the backward's effective
+bandwidth and its time against the default launch's, measured in the same run (prints a table;
+no assertions; prints "no CUDA" without a GPU).
+
+Why: the eager attribution of session 13 (benchmarks/block_kernels.py, H100) had the masked
+LayerNorm's backward over [8192, 1024] bf16 at 55 us, ~3.6x what its 50 MB need at HBM speed,
+[8192, 512] at 28 us (~3.7x), the token LayerNorm's over [8192, 64, 16] at 26 us (~1.7x): the
+wide rows' persistent loop (2 rows per block on 8 warps, a few programs per SM) looks bound by
+the latency of each block's loads and cross-warp sums rather than by the bytes. This measures
+which launch fills the memory system. Shapes: the token LayerNorm as the sparse ops run it
+(features-first input, ReLU, token mask), the masked LayerNorm as the dense ops run it (a
+column mask, a residual, bf16 output).
+
+Times: medians of triton.testing.do_bench over CUDA-graph replays (GPU time alone, as in the
+graphed training step); the backward is the forward + backward replay less the forward one.
+GB/s: the backward's bytes (x and the output gradient read, the input gradient written) per
+second.
+
+    PYTHONPATH=. python3 benchmarks/layer_norm_launch.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+BATCH = 8192
+# (label, tokens, features, token LayerNorm?)
+SHAPES = (
+    ("token [8192, 64, 16]", 64, 16, True),
+    ("token [8192, 32, 16]", 32, 16, True),
+    ("masked [8192, 1024]", 1, 1024, False),
+    ("masked [8192, 512]", 1, 512, False),
+    ("masked [8192, 128]", 1, 128, False),
+)
+
+
+def backward_launches(n: int) -> list[tuple[int, int] | None]:
+    """The backward launches tried for rows of n features: None (the default), then (warps,
+    rows per block) holding 4 to 16 elements per thread."""
+    width = 1 << (max(n, 2) - 1).bit_length()  # the kernels' padded width
+    out: list[tuple[int, int] | None] = [None]
+    for warps in (1, 2, 4, 8, 16):
+        for rows in (1, 2, 4, 8, 16, 32, 64):
+            if 4 <= rows * width // (32 * warps) <= 16:
+                out.append((warps, rows))
+    return out
+
+
+def backward_bytes(rows: int, n: int, elem_bytes: int = 2) -> int:
+    """Bytes the backward must move: x and the output gradient read, the input gradient written."""
+    return 3 * rows * n * elem_bytes
+
+
+def graphed(fn):  # noqa: ANN001, ANN201
+    """fn captured in a CUDA graph after two warm-up calls on a side stream: its replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def inputs(tokens: int, n: int, token_ln: bool, dev: str = "cuda") -> tuple:
+    """(x, weight, bias, the other _RowLayerNorm arguments, output gradient) in bf16."""
+    bf = torch.bfloat16
+    w = torch.randn(n, device=dev, requires_grad=True)
+    b = torch.randn(n, device=dev, requires_grad=True)
+    if token_ln:  # features-first storage, read transposed as the token projection makes it
+        x = torch.randn(BATCH, n, tokens, device=dev, dtype=bf).transpose(1, 2).requires_grad_()
+        mask = (torch.arange(tokens, device=dev) < tokens * 3 // 4).float()
+        extra = (None, 1e-5, True, mask, None, None, [])
+        gy = torch.randn(BATCH, tokens, n, device=dev, dtype=bf)
+    else:
+        x = torch.randn(BATCH, n, device=dev, dtype=bf, requires_grad=True)
+        r = torch.randn(BATCH, n, device=dev, dtype=bf, requires_grad=True)
+        cols = (torch.arange(n, device=dev) < n * 3 // 4).float()
+        extra = (r, 1e-5, False, None, cols, bf, [])
+        gy = torch.randn(BATCH, n, device=dev, dtype=bf)
+    return x, w, b, extra, gy
+
+
+def measure(dev: str = "cuda", shapes: tuple = SHAPES) -> list[tuple]:
+    """(shape, launch, forward us, backward us, backward GB/s, programs per SM) per launch."""
+    from triton.testing import do_bench
+
+    from models.nas import kernels as K
+
+    default_launch = K._ln_launch
+    rows_out = []
+    for label, tokens, n, token_ln in shapes:
+        for launch in backward_launches(n):
+
+            def pick(width: int, backward: bool = False, launch=launch) -> tuple[int, int, int]:  # noqa: ANN001
+                if backward and launch is not None:
+                    return max(2, K._pow2(width)), launch[1], launch[0]
+                return default_launch(width, backward)
+
+            K._ln_launch = pick
+            K._LN_BWD_FIT.clear()
+            try:
+                x, w, b, extra, gy = inputs(tokens, n, token_ln, dev)
+
+                def fwd(x=x, w=w, b=b, extra=extra):  # noqa: ANN001, ANN202
+                    return K._RowLayerNorm.apply(x, w, b, *extra)
+
+                def both(gy=gy):  # noqa: ANN001, ANN202
+                    fwd().backward(gy)
+
+                with torch.no_grad():
+                    t_fwd = do_bench(graphed(fwd), rep=200)
+                both()  # the key's first launch: residency learnt before the capture
+                t_bwd = do_bench(graphed(both), rep=200) - t_fwd
+            finally:
+                K._ln_launch = default_launch
+            fit = max(K._LN_BWD_FIT.values(), default=0)
+            gbs = backward_bytes(BATCH * tokens, n) / (t_bwd * 1e-3) / 1e9
+            if launch is None:
+                _, rows, warps = default_launch(n, True)
+                launch_name = f"default ({warps}, {rows})"
+            else:
+                launch_name = str(launch)
+            rows_out.append((label, launch_name, t_fwd * 1e3, t_bwd * 1e3, gbs, fit))
+    return rows_out
+
+
+def main() -> None:
+    if not torch.cuda.is_available():
+        print("no CUDA")
+        return
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
+    print(f"{'shape':<22}{'backward (warps, rows)':<26}{'fwd us':>8}{'bwd us':>8}{'GB/s':>7}"
+          f"{'per SM':>7}{'vs default':>11}")  # fmt: skip
+    base = {}
+    for label, name, fwd_us, bwd_us, gbs, fit in measure():
+        base.setdefault(label, bwd_us)
+        print(f"{label:<22}{name:<26}{fwd_us:8.1f}{bwd_us:8.1f}{gbs:7.0f}{fit:7d}"
+              f"{bwd_us / base[label]:10.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
