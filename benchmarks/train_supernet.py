@@ -14,6 +14,23 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Measured 2026-12-06, session 13 (same settings; --command-steps 0 --full-steps 0 --paths 1; the
+  H200 kind was served by H100s, Triton 3.6): the session-12 commit c611832 ran at 837,422
+  samples/s (9.78 ms) on one H100 and 790,556 (10.36 ms) on another: machines differ by ~6%, so
+  only numbers from one call compare. --profile on the first: 1,067 kernels and 9.53 ms of
+  kernel time per step; the LayerNorm backward 551 us (26 launches; its masked N = 128 variant
+  spilled under Triton 3.6: 255 registers and a 144-byte stack), the torch sums of its partial
+  buffers 236 us, the LayerNorm forward 254 us, attention 1.28 ms. Then on the second machine,
+  one call each: the LayerNorm backward at 8 elements per thread with per-block weight and bias
+  sums and its partials summed by a small kernel, 797,207 (10.28 ms) against 790,556; a "dot"
+  attention variant (one score tile per (b, h) on the tensor cores, one backward kernel)
+  770,217 (10.64 ms): removed. Untimed (no device time left): the LayerNorm backward's grid
+  sized from the compiled kernel's registers (Triton 3.6 gives it 165, not the 96-108 of 3.7
+  that the fixed 16 warps per SM assumed, so a third of the programs waited for a second
+  wave). benchmarks/block_kernels.py on the second machine: the masked LayerNorm backward over
+  [8192, 1024] at 55 us and [8192, 512] at 28 us, ~3.6x what their bytes need (~550 us per
+  step); benchmarks/layer_norm_launch.py, written for that, is the next run. Target 1M on the
+  H200: not met (~8.9 ms per step expected there from 10.28 on this H100).
 Measured 2026-12-06, session 12 (same settings; --command-steps 0 --full-steps 0 --paths 1; no
   H200 was granted, so every number is an H100's, each against others from the same session):
   session 11's code (row gradients untimed till then): 740,492 samples/s (11.06 ms) against
