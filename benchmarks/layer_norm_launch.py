@@ -1,7 +1,8 @@
 """The row LayerNorm kernels (models/nas/kernels.py) at the training step's shapes, by the
-backward's launch (warps, rows per block): forward and backward times, the backward's effective
-bandwidth and its time against the default launch's, measured in the same run (prints a table;
-no assertions; prints "no CUDA" without a GPU).
+backward's launch (warps, rows per block, loading a block ahead or not): forward and backward
+times, the backward's effective bandwidth and its time against the default launch's (the first
+row of each shape), measured in the same run (prints a table; no assertions; prints "no CUDA"
+without a GPU).
 
 Why: the eager attribution of session 13 (benchmarks/block_kernels.py, H100) had the masked
 LayerNorm's backward over [8192, 1024] bf16 at 55 us, ~3.6x what its 50 MB need at HBM speed,
@@ -40,15 +41,19 @@ SHAPES = (
 )
 
 
-def backward_launches(n: int) -> list[tuple[int, int] | None]:
-    """The backward launches tried for rows of n features: None (the default), then (warps,
-    rows per block) holding 4 to 16 elements per thread."""
+def backward_launches(n: int) -> list[tuple[int | None, int | None, bool | str]]:
+    """The backward launches tried for rows of n features, as (warps, rows per block, loads
+    ahead): the default launch (None, None) with `kernels.KERNELS["ln_prefetch"]`'s default
+    ("auto"), on and off; then each (warps, rows) holding 4 to 16 elements per thread, at
+    "auto"."""
     width = 1 << (max(n, 2) - 1).bit_length()  # the kernels' padded width
-    out: list[tuple[int, int] | None] = [None]
+    out: list[tuple[int | None, int | None, bool | str]] = [
+        (None, None, "auto"), (None, None, True), (None, None, False),
+    ]  # fmt: skip
     for warps in (1, 2, 4, 8, 16):
         for rows in (1, 2, 4, 8, 16, 32, 64):
             if 4 <= rows * width // (32 * warps) <= 16:
-                out.append((warps, rows))
+                out.append((warps, rows, "auto"))
     return out
 
 
@@ -99,14 +104,17 @@ def measure(dev: str = "cuda", shapes: tuple = SHAPES) -> list[tuple]:
     default_launch = K._ln_launch
     rows_out = []
     for label, tokens, n, token_ln in shapes:
-        for launch in backward_launches(n):
+        for warps, rows, prefetch in backward_launches(n):
+            if warps is None:
+                _, rows, warps = default_launch(n, True)
 
-            def pick(width: int, backward: bool = False, launch=launch) -> tuple[int, int, int]:  # noqa: ANN001
-                if backward and launch is not None:
+            def pick(width: int, backward: bool = False, launch=(warps, rows)) -> tuple:  # noqa: ANN001
+                if backward:
                     return max(2, K._pow2(width)), launch[1], launch[0]
                 return default_launch(width, backward)
 
             K._ln_launch = pick
+            K.KERNELS["ln_prefetch"] = prefetch
             K._LN_BWD_FIT.clear()
             try:
                 x, w, b, extra, gy = inputs(tokens, n, token_ln, dev)
@@ -123,14 +131,12 @@ def measure(dev: str = "cuda", shapes: tuple = SHAPES) -> list[tuple]:
                 t_bwd = do_bench(graphed(both), rep=200) - t_fwd
             finally:
                 K._ln_launch = default_launch
+                K.KERNELS["ln_prefetch"] = "auto"
             fit = max(K._LN_BWD_FIT.values(), default=0)
             gbs = backward_bytes(BATCH * tokens, n) / (t_bwd * 1e-3) / 1e9
-            if launch is None:
-                _, rows, warps = default_launch(n, True)
-                launch_name = f"default ({warps}, {rows})"
-            else:
-                launch_name = str(launch)
-            rows_out.append((label, launch_name, t_fwd * 1e3, t_bwd * 1e3, gbs, fit))
+            ahead = K._ln_prefetch(max(2, K._pow2(n))) if prefetch == "auto" else prefetch
+            name = f"({warps}, {rows}) ahead {'on' if ahead else 'off'} ({prefetch})"
+            rows_out.append((label, name, t_fwd * 1e3, t_bwd * 1e3, gbs, fit))
     return rows_out
 
 
@@ -139,12 +145,12 @@ def main() -> None:
         print("no CUDA")
         return
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
-    print(f"{'shape':<22}{'backward (warps, rows)':<26}{'fwd us':>8}{'bwd us':>8}{'GB/s':>7}"
+    print(f"{'shape':<22}{'backward (warps, rows), loads ahead':<36}{'fwd us':>8}{'bwd us':>8}{'GB/s':>7}"
           f"{'per SM':>7}{'vs default':>11}")  # fmt: skip
     base = {}
     for label, name, fwd_us, bwd_us, gbs, fit in measure():
         base.setdefault(label, bwd_us)
-        print(f"{label:<22}{name:<26}{fwd_us:8.1f}{bwd_us:8.1f}{gbs:7.0f}{fit:7d}"
+        print(f"{label:<22}{name:<36}{fwd_us:8.1f}{bwd_us:8.1f}{gbs:7.0f}{fit:7d}"
               f"{bwd_us / base[label]:10.2f}x")  # fmt: skip
 
 

@@ -52,6 +52,11 @@ KERNELS: dict[str, Any] = {
     "ln_warps": 0,
     "ln_rows": 0,
     "ln_programs": 0,
+    # the LayerNorm backward loads a block ahead (`_ln_bwd_kernel`): True, False or "auto" (rows
+    # of 512 and more: there the loop waits on each block's loads and its cross-warp sums, and
+    # the registers it adds (102 -> 122 at 1024, Triton 3.7) keep as many programs per SM; on
+    # rows of 16 they grow 106 -> 154, a third fewer programs). Untimed so far.
+    "ln_prefetch": "auto",
 }
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _MASKED = -1.0e30  # score of an excluded key (finite, so an all-excluded row gives no NaN)
@@ -381,22 +386,27 @@ if triton is not None:
         return cols, cm, count
 
     @triton.jit
-    def _ln_rows(
-        x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk, cm, count,
-        N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr,
+    def _ln_load(
+        x_ptr, sx_b, sx_t, sx_n, M, T, blk, N: tl.constexpr, BN: tl.constexpr,
+        ROWS: tl.constexpr,
     ):  # fmt: skip
         """Row block `blk` of x viewed as [M = B * T rows, N] through its [B, T, N] strides: row
-        indices, element mask, rows centred over the columns of weight cm (0 elsewhere) and
-        1/std, mean and variance over those `count` columns."""
+        indices, element mask and the block in x's dtype (0 outside the mask)."""
         rows = tl.arange(0, ROWS).to(tl.int64) + blk * ROWS
         cols = tl.arange(0, BN)
         mask = (rows < M)[:, None] & (cols < N)[None, :]
         offs = _row_offsets(rows, T, cols, sx_b, sx_t, sx_n)
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        return rows, mask, tl.load(x_ptr + offs, mask=mask, other=0.0)
+
+    @triton.jit
+    def _ln_center(x, mask, cm, count, eps):
+        """A loaded row block centred over the columns of weight cm (0 elsewhere) and 1/std,
+        mean and variance over those `count` columns, in fp32."""
+        x = x.to(tl.float32)
         mean = tl.sum(x * cm[None, :], 1) / count
         xc = tl.where(mask, (x - mean[:, None]) * cm[None, :], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / count + eps)
-        return rows, mask, xc, rstd
+        return xc, rstd
 
     @triton.jit
     def _ln_fwd_kernel(
@@ -410,9 +420,8 @@ if triton is not None:
         token mask tm[token] (TMASK), plus the residual r (RESID); x, r and y [B, T, N] with any
         strides."""
         cols, cm, count = _ln_cols(cm_ptr, N, BN, CMASK)
-        rows, mask, xc, rstd = _ln_rows(
-            x_ptr, sx_b, sx_t, sx_n, M, T, eps, tl.program_id(0), cm, count, N, BN, ROWS
-        )
+        rows, mask, x = _ln_load(x_ptr, sx_b, sx_t, sx_n, M, T, tl.program_id(0), N, BN, ROWS)
+        xc, rstd = _ln_center(x, mask, cm, count, eps)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         y = xc * rstd[:, None] * w[None, :] + bias[None, :]
@@ -429,28 +438,50 @@ if triton is not None:
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
+    def _ln_bwd_load(
+        x_ptr, dy_ptr, sx_b, sx_t, sx_n, sdy_b, sdy_t, sdy_n, M, T, blk,
+        N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr,
+    ):  # fmt: skip
+        """Row block `blk` of x and of the output gradient dy (`_ln_load`), as loaded."""
+        rows, mask, x = _ln_load(x_ptr, sx_b, sx_t, sx_n, M, T, blk, N, BN, ROWS)
+        dofs = _row_offsets(rows, T, tl.arange(0, BN), sdy_b, sdy_t, sdy_n)
+        return rows, mask, x, tl.load(dy_ptr + dofs, mask=mask, other=0.0)
+
+    @triton.jit
     def _ln_bwd_kernel(
         x_ptr, w_ptr, b_ptr, tm_ptr, cm_ptr, dy_ptr, dx_ptr, part_ptr, M, T, eps, G,
         sx_b, sx_t, sx_n, sdy_b, sdy_t, sdy_n, sdx_b, sdx_t, sdx_n,
         N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr, RELU: tl.constexpr,
-        TMASK: tl.constexpr, CMASK: tl.constexpr,
+        TMASK: tl.constexpr, CMASK: tl.constexpr, PREFETCH: tl.constexpr,
     ):  # fmt: skip
         """dx of row blocks pid, pid + G, ...; this program's sums of g * xhat and of g into
         row pid of the [G, 2, N] fp32 partial buffer part_ptr (`_ln_part_sum_kernel` adds them
         up), g being dy times the token mask, the ReLU's gate (recomputed from x) and the column
-        mask."""
+        mask. PREFETCH: each block's loads are issued before the previous block is computed, so
+        two blocks' bytes are in flight per program (the loop is otherwise latency-bound on wide
+        rows: load, three cross-warp sums, store)."""
         pid = tl.program_id(0)
         cols, cm, count = _ln_cols(cm_ptr, N, BN, CMASK)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         dw = tl.zeros([BN], tl.float32)
         db = tl.zeros([BN], tl.float32)
-        for blk in range(pid, tl.cdiv(M, ROWS), G):
-            rows, mask, xc, rstd = _ln_rows(
-                x_ptr, sx_b, sx_t, sx_n, M, T, eps, blk, cm, count, N, BN, ROWS
+        if PREFETCH:  # grid <= blocks: block pid exists
+            rows, mask, x, dy = _ln_bwd_load(
+                x_ptr, dy_ptr, sx_b, sx_t, sx_n, sdy_b, sdy_t, sdy_n, M, T, pid, N, BN, ROWS
             )
-            dofs = _row_offsets(rows, T, cols, sdy_b, sdy_t, sdy_n)
-            g = tl.load(dy_ptr + dofs, mask=mask, other=0.0).to(tl.float32)
+        for blk in range(pid, tl.cdiv(M, ROWS), G):
+            if PREFETCH:  # past the last block the mask is all false: no memory is touched
+                rows_n, mask_n, x_n, dy_n = _ln_bwd_load(
+                    x_ptr, dy_ptr, sx_b, sx_t, sx_n, sdy_b, sdy_t, sdy_n, M, T, blk + G, N, BN,
+                    ROWS,
+                )  # fmt: skip
+            else:
+                rows, mask, x, dy = _ln_bwd_load(
+                    x_ptr, dy_ptr, sx_b, sx_t, sx_n, sdy_b, sdy_t, sdy_n, M, T, blk, N, BN, ROWS
+                )
+            xc, rstd = _ln_center(x, mask, cm, count, eps)
+            g = dy.to(tl.float32)
             xhat = xc * rstd[:, None]
             if TMASK:
                 g = g * tl.load(tm_ptr + rows % T, mask=rows < M, other=0.0).to(tl.float32)[:, None]
@@ -468,6 +499,8 @@ if triton is not None:
             tl.store(dx_ptr + xofs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
             dw += tl.sum(g * xhat, 0)
             db += tl.sum(g, 0)
+            if PREFETCH:
+                rows, mask, x, dy = rows_n, mask_n, x_n, dy_n
         part = pid.to(tl.int64) * (2 * N) + cols
         tl.store(part_ptr + part, dw, mask=cols < N)
         tl.store(part_ptr + N + part, db, mask=cols < N)
@@ -672,6 +705,12 @@ def _ln_launch(n: int, backward: bool = False) -> tuple[int, int, int]:
     return bn, rows, warps
 
 
+def _ln_prefetch(bn: int) -> bool:
+    """Whether the LayerNorm backward over rows padded to bn loads a block ahead."""
+    setting = KERNELS["ln_prefetch"]
+    return bn >= 512 if setting == "auto" else bool(setting)
+
+
 def programs_per_sm(
     regs: int, warps: int, shared_bytes: int = 0, regs_sm: int = 65536, warps_sm: int = 64,
     shared_sm: int = 233472, programs_sm: int = 32,
@@ -786,7 +825,7 @@ class _RowLayerNorm(torch.autograd.Function):
         dx = torch.empty_like(x3)
         dy3 = _rows3(dy)
         consts = {"N": n, "BN": bn, "ROWS": rows, "RELU": ctx.relu, "TMASK": ctx.tmask,
-                  "CMASK": ctx.cmask, "num_warps": warps}  # fmt: skip
+                  "CMASK": ctx.cmask, "PREFETCH": _ln_prefetch(bn), "num_warps": warps}  # fmt: skip
         key = (x3.device, x3.dtype, dy3.dtype, *consts.values())
         grid = _ln_bwd_programs(triton.cdiv(m, rows), warps, key)
         part = torch.empty((grid, 2 * n), dtype=torch.float32, device=x3.device)

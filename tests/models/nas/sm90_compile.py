@@ -72,7 +72,8 @@ def layer_norm_variants() -> list[str]:
                                           ("backward", K._ln_bwd_kernel, bwd, True)):  # fmt: skip
             bn, rows, warps = K._ln_launch(n, backward=backward)
             const = {"N": n, "BN": bn, "ROWS": rows, "RELU": not resid, "TMASK": not cmask,
-                     "CMASK": cmask, **({} if backward else {"RESID": resid})}  # fmt: skip
+                     "CMASK": cmask,
+                     **({"PREFETCH": K._ln_prefetch(bn)} if backward else {"RESID": resid})}  # fmt: skip
             usage = compile_kernel(fn, types, const, warps)
             line += f" {name} ({rows} rows, {warps} warps) {usage_text(usage)};"
             if usage is not None and usage[1]:

@@ -265,12 +265,14 @@ def _ln_relu_mask_reference(x, w, b, mask):
 
 
 @pytest.mark.parametrize("layout", ["token-major", "features-first", "sliced"])
-@pytest.mark.parametrize("rows", [0, 16])
-def test_token_layer_norm_relu_mask_strided(K, monkeypatch, layout, rows):
+@pytest.mark.parametrize(("rows", "prefetch"), [(0, True), (16, True), (16, False)])
+def test_token_layer_norm_relu_mask_strided(K, monkeypatch, layout, rows, prefetch):
     # ReLU and a 0/1 token mask fused into the kernel, x read through its strides: a transposed
     # features-first tensor (as the token projection makes it) needs no copy, and the output
-    # and the input gradient keep x's layout (a dense one; else they are contiguous)
+    # and the input gradient keep x's layout (a dense one; else they are contiguous). 16 rows:
+    # each of the interpreter's 3 programs takes several blocks, loaded ahead or not.
     monkeypatch.setitem(K.KERNELS, "ln_rows", rows)
+    monkeypatch.setitem(K.KERNELS, "ln_prefetch", prefetch)
     b, t, n = 3, 13, 16
     g = torch.Generator().manual_seed(5)
     shape = {"token-major": (b, t, n), "features-first": (b, n, t), "sliced": (b, t, 2 * n)}
@@ -327,11 +329,13 @@ def test_token_layer_norm_into_a_buffer(K):
 
 @pytest.mark.parametrize("n", [3, 200])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_masked_layer_norm_kernel(K, n, dtype):
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_masked_layer_norm_kernel(K, monkeypatch, n, dtype, prefetch):
     """The row kernel's masked LayerNorm (ReLU, output dtype, residual, written into a strided
     slot of a wider buffer, read from a strided input) against the reference: values and the
     gradients of the input, weights, bias and residual; masked columns exactly 0 without a
     residual. Tolerances: the module's (bf16: only the final roundings differ)."""
+    monkeypatch.setitem(K.KERNELS, "ln_prefetch", prefetch)
     tol = FP32 if dtype is torch.float32 else BF16
     g = torch.Generator().manual_seed(n)
     d = max(2, n * 2 // 3)  # the first d columns are inside the LayerNorm
