@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from benchmarks.attention_kernels import graphed  # noqa: E402
+
 BATCH = 8192
 # (label, tokens, features, token LayerNorm?)
 SHAPES = (
@@ -60,20 +62,6 @@ def backward_launches(n: int) -> list[tuple[int | None, int | None, bool | str]]
 def backward_bytes(rows: int, n: int, elem_bytes: int = 2) -> int:
     """Bytes the backward must move: x and the output gradient read, the input gradient written."""
     return 3 * rows * n * elem_bytes
-
-
-def graphed(fn):  # noqa: ANN001, ANN201
-    """fn captured in a CUDA graph after two warm-up calls on a side stream: its replay."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
 
 
 def inputs(tokens: int, n: int, token_ln: bool, dev: str = "cuda") -> tuple:
