@@ -29,7 +29,8 @@ Measured 2026-12-06, session 13 (same settings; --command-steps 0 --full-steps 0
   that the fixed 16 warps per SM assumed, so a third of the programs waited for a second
   wave). benchmarks/block_kernels.py on the second machine: the masked LayerNorm backward over
   [8192, 1024] at 55 us and [8192, 512] at 28 us, ~3.6x what their bytes need (~550 us per
-  step); benchmarks/layer_norm_launch.py, written for that, is the next run. Target 1M on the
+  step); since then (untimed) it loads a block ahead on rows of 512 and more, and
+  benchmarks/layer_norm_launch.py, written for it, is the next run. Target 1M on the
   H200: not met (~8.9 ms per step expected there from 10.28 on this H100).
 Measured 2026-12-06, session 12 (same settings; --command-steps 0 --full-steps 0 --paths 1; no
   H200 was granted, so every number is an H100's, each against others from the same session):
