@@ -293,6 +293,20 @@ def linear(
     return _Linear.apply(x, weight, bias, None, into)
 
 
+def switched_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, identity: torch.Tensor
+) -> torch.Tensor:
+    """lerp(linear(x, weight, bias), padded(x, rows), identity) for a 0/1 flag `identity` (a 0-d
+    tensor; weight [rows, cols], x [B, cols]): one product whose weight the flag switches to the
+    identity matrix and whose bias it switches to 0 (exact: lerp returns either end exactly),
+    instead of both results over the activations and a lerp of them (~5 passes over a
+    [B, rows] float32 tensor each way). Gradients as the lerp gives them: none reach the weight
+    and bias when the flag is 1."""
+    flag = identity.to(weight.dtype)
+    eye = torch.eye(*weight.shape, dtype=weight.dtype, device=weight.device)
+    return linear(x, torch.lerp(weight, eye, flag), bias * (1 - flag))
+
+
 class Handover:
     """A gradient handed from one autograd node to a later one (`handover`, `linear(into=)`)."""
 
@@ -537,12 +551,10 @@ class StaticBlock(nn.Module):
         z = torch.bmm(tokens, tokens.transpose(1, 2)).flatten(1)
         c = dot_pairs(k)
         pairs = z.index_select(1, dot.tri_rows[:c] * (k + 1) + dot.tri_cols[:c])  # [B, pairs(k)]
-        same = padded(pairs, wc)
         if dot.out is None:  # pairs(k_max) == W: never projected
-            y = same
+            y = padded(pairs, wc)
         else:
-            proj = linear(pairs, dot.out.weight[:wc, :c], dot.out.bias[:wc])
-            y = torch.lerp(wide(proj), wide(same), identity)
+            y = switched_linear(pairs, dot.out.weight[:wc, :c], dot.out.bias[:wc], identity)
         return masked_layer_norm(y, dot.ln, m["dmask"], out_dtype=dt)
 
     def _binary(
@@ -554,9 +566,7 @@ class StaticBlock(nn.Module):
             y = torch.sigmoid(linear(left, op.gate.weight, op.gate.bias)) * right
         else:
             y = left + right
-        same = padded(y, wc)
-        proj = linear(y, op.proj.weight[:wc], op.proj.bias[:wc])
-        y = torch.lerp(wide(proj), wide(same), identity)
+        y = switched_linear(y, op.proj.weight[:wc], op.proj.bias[:wc], identity)
         return masked_layer_norm(y, op.ln, dmask, out_dtype=dt)
 
     def _efc(
