@@ -348,8 +348,10 @@ class BlockChain:
         with torch.enable_grad():
             if blk.binary:
                 width = lay.left_width(blk.i)
-                pair = bufs.pairs[blk.i][:, :, :width].detach().requires_grad_()
-                dense_in, sink_d = pair.unbind(1), None
+                # two leaves, not one [B, 2, width] leaf: their gradients come apart (no stack)
+                pair = tuple(bufs.pairs[blk.i][:, k, :width].detach().requires_grad_()
+                             for k in range(2))  # fmt: skip
+                dense_in, sink_d = pair, None
             else:  # views, not copies: `view` raises rather than copy
                 dense_in, sink_d = bufs.nd[:, :n].view(batch, -1), bufs.gd[:, :n].view(batch, -1)
             sparse_in = bufs.ns[:, :, :n].view(batch, EMB, -1)
@@ -360,7 +362,7 @@ class BlockChain:
             for dst, src in zip(slots, outs, strict=True):
                 if src.data_ptr() != dst.data_ptr() or src.stride() != dst.stride():
                     dst.copy_(src)  # (the dense output and op tokens may be written in place)
-        return (*outs, pair) if blk.binary else outs
+        return (*outs, *pair) if blk.binary else outs
 
     def _block_backward(
         self, e: _Entry, outs: tuple[torch.Tensor, ...], bufs: NodeBuffers
@@ -370,11 +372,11 @@ class BlockChain:
         into theirs. Returns the parameters that got one."""
         blk = e.block
         grad_out = self._out_slots(blk, bufs.gd, bufs.gs)
-        leaves = [*e.params, outs[3]] if blk.binary else e.params
+        leaves = [*e.params, *outs[3:]] if blk.binary else e.params
         grads = torch.autograd.grad(outs[:3], leaves, grad_out, allow_unused=True)
-        if blk.binary:
+        if blk.binary:  # both sides' gradients in one multi-tensor copy
             width = self.layout.left_width(blk.i)
-            bufs.gpair[:, :, :width].copy_(grads[-1])
+            torch._foreach_copy_([bufs.gpair[:, k, :width] for k in range(2)], list(grads[-2:]))
         used = [(p, g) for p, g in zip(e.params, grads[: len(e.params)], strict=True)
                 if g is not None]  # fmt: skip
         if used:  # one multi-tensor copy: ~20 gradients a block, most of them tiny
