@@ -30,7 +30,10 @@ Measured 2026-12-06, session 13 (same settings; --command-steps 0 --full-steps 0
   wave). benchmarks/block_kernels.py on the second machine: the masked LayerNorm backward over
   [8192, 1024] at 55 us and [8192, 512] at 28 us, ~3.6x what their bytes need (~550 us per
   step); since then (untimed) it loads a block ahead on rows of 512 and more, and
-  benchmarks/layer_norm_launch.py, written for it, is the next run. Target 1M on the
+  benchmarks/layer_norm_launch.py, written for it, is the next run. Also untimed: the binary
+  and Dot-Product ops' identity flag folded into their projection's weight (static.
+  switched_linear) and a binary op's inputs as two leaves, 16.81 -> 15.39 GB per step in
+  benchmarks/step_roofline.py --paths 16 (CPU, meta tensors). Target 1M on the
   H200: not met (~8.9 ms per step expected there from 10.28 on this H100).
 Measured 2026-12-06, session 12 (same settings; --command-steps 0 --full-steps 0 --paths 1; no
   H200 was granted, so every number is an H100's, each against others from the same session):
