@@ -43,19 +43,17 @@ SHAPES = (
 )
 
 
-def backward_launches(n: int) -> list[tuple[int | None, int | None, bool | str]]:
+def backward_launches(n: int) -> list[tuple[int | None, int | None, bool]]:
     """The backward launches tried for rows of n features, as (warps, rows per block, loads
-    ahead): the default launch (None, None) with `kernels.KERNELS["ln_prefetch"]`'s default
-    ("auto"), on and off; then each (warps, rows) holding 4 to 16 elements per thread, at
-    "auto"."""
+    ahead): the default launch (None, None) loading ahead and not; then each (warps, rows)
+    holding 4 to 16 elements per thread, loading ahead (`kernels.KERNELS["ln_prefetch"]`'s
+    default)."""
     width = 1 << (max(n, 2) - 1).bit_length()  # the kernels' padded width
-    out: list[tuple[int | None, int | None, bool | str]] = [
-        (None, None, "auto"), (None, None, True), (None, None, False),
-    ]  # fmt: skip
+    out: list[tuple[int | None, int | None, bool]] = [(None, None, True), (None, None, False)]
     for warps in (1, 2, 4, 8, 16):
         for rows in (1, 2, 4, 8, 16, 32, 64):
             if 4 <= rows * width // (32 * warps) <= 16:
-                out.append((warps, rows, "auto"))
+                out.append((warps, rows, True))
     return out
 
 
@@ -119,11 +117,10 @@ def measure(dev: str = "cuda", shapes: tuple = SHAPES) -> list[tuple]:
                 t_bwd = do_bench(graphed(both), rep=200) - t_fwd
             finally:
                 K._ln_launch = default_launch
-                K.KERNELS["ln_prefetch"] = "auto"
+                K.KERNELS["ln_prefetch"] = True
             fit = max(K._LN_BWD_FIT.values(), default=0)
             gbs = backward_bytes(BATCH * tokens, n) / (t_bwd * 1e-3) / 1e9
-            ahead = K._ln_prefetch(max(2, K._pow2(n))) if prefetch == "auto" else prefetch
-            name = f"({warps}, {rows}) ahead {'on' if ahead else 'off'} ({prefetch})"
+            name = f"({warps}, {rows}) ahead {'on' if prefetch else 'off'}"
             rows_out.append((label, name, t_fwd * 1e3, t_bwd * 1e3, gbs, fit))
     return rows_out
 

@@ -29,7 +29,7 @@ Measured 2026-12-06, session 13 (same settings; --command-steps 0 --full-steps 0
   that the fixed 16 warps per SM assumed, so a third of the programs waited for a second
   wave). benchmarks/block_kernels.py on the second machine: the masked LayerNorm backward over
   [8192, 1024] at 55 us and [8192, 512] at 28 us, ~3.6x what their bytes need (~550 us per
-  step); since then (untimed) it loads a block ahead on rows of 512 and more, and
+  step); since then (untimed) it loads a block ahead, and
   benchmarks/layer_norm_launch.py, written for it, is the next run. Also untimed: the binary
   and Dot-Product ops' identity flag folded into their projection's weight (static.
   switched_linear) and a binary op's inputs as two leaves, 16.81 -> 15.39 GB per step in

@@ -52,11 +52,11 @@ KERNELS: dict[str, Any] = {
     "ln_warps": 0,
     "ln_rows": 0,
     "ln_programs": 0,
-    # the LayerNorm backward loads a block ahead (`_ln_bwd_kernel`): True, False or "auto" (rows
-    # of 512 and more: there the loop waits on each block's loads and its cross-warp sums, and
-    # the registers it adds (102 -> 122 at 1024, Triton 3.7) keep as many programs per SM; on
-    # rows of 16 they grow 106 -> 154, a third fewer programs). Untimed so far.
-    "ln_prefetch": "auto",
+    # the LayerNorm backward loads a block ahead (`_ln_bwd_kernel`), doubling the bytes in flight
+    # per program: ptxas (sm_90) gives it the same registers under Triton 3.6 (~165, the GPU
+    # machine's) and 106 -> 154 at rows of 16 under 3.7 (a third fewer programs, 1.33x the bytes
+    # in flight per SM). Untimed so far (benchmarks/layer_norm_launch.py has the A/B).
+    "ln_prefetch": True,
 }
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _MASKED = -1.0e30  # score of an excluded key (finite, so an all-excluded row gives no NaN)
@@ -705,12 +705,6 @@ def _ln_launch(n: int, backward: bool = False) -> tuple[int, int, int]:
     return bn, rows, warps
 
 
-def _ln_prefetch(bn: int) -> bool:
-    """Whether the LayerNorm backward over rows padded to bn loads a block ahead."""
-    setting = KERNELS["ln_prefetch"]
-    return bn >= 512 if setting == "auto" else bool(setting)
-
-
 def programs_per_sm(
     regs: int, warps: int, shared_bytes: int = 0, regs_sm: int = 65536, warps_sm: int = 64,
     shared_sm: int = 233472, programs_sm: int = 32,
@@ -825,7 +819,7 @@ class _RowLayerNorm(torch.autograd.Function):
         dx = torch.empty_like(x3)
         dy3 = _rows3(dy)
         consts = {"N": n, "BN": bn, "ROWS": rows, "RELU": ctx.relu, "TMASK": ctx.tmask,
-                  "CMASK": ctx.cmask, "PREFETCH": _ln_prefetch(bn), "num_warps": warps}  # fmt: skip
+                  "CMASK": ctx.cmask, "PREFETCH": bool(KERNELS["ln_prefetch"]), "num_warps": warps}  # fmt: skip
         key = (x3.device, x3.dtype, dy3.dtype, *consts.values())
         grid = _ln_bwd_programs(triton.cdiv(m, rows), warps, key)
         part = torch.empty((grid, 2 * n), dtype=torch.float32, device=x3.device)

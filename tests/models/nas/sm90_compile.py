@@ -73,7 +73,7 @@ def layer_norm_variants() -> list[str]:
             bn, rows, warps = K._ln_launch(n, backward=backward)
             const = {"N": n, "BN": bn, "ROWS": rows, "RELU": not resid, "TMASK": not cmask,
                      "CMASK": cmask,
-                     **({"PREFETCH": K._ln_prefetch(bn)} if backward else {"RESID": resid})}  # fmt: skip
+                     **({"PREFETCH": bool(K.KERNELS["ln_prefetch"])} if backward else {"RESID": resid})}  # fmt: skip
             usage = compile_kernel(fn, types, const, warps)
             line += f" {name} ({rows} rows, {warps} warps) {usage_text(usage)};"
             if usage is not None and usage[1]:

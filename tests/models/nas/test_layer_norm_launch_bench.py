@@ -9,14 +9,14 @@ import torch
 
 def test_backward_launches_by_hand(benchmark):
     b = benchmark("layer_norm_launch")
-    defaults = [(None, None, "auto"), (None, None, True), (None, None, False)]
+    defaults = [(None, None, True), (None, None, False)]
     # rows of 16: 4-16 elements per thread on 1, 2, 4 or 8 warps
     assert b.backward_launches(16) == defaults + [
-        (w, r, "auto") for w, r in ((1, 8), (1, 16), (1, 32), (2, 16), (2, 32), (2, 64),
+        (w, r, True) for w, r in ((1, 8), (1, 16), (1, 32), (2, 16), (2, 32), (2, 64),
                                     (4, 32), (4, 64), (8, 64))]  # fmt: skip
     # rows of 1024: (2, 1) is 16 per thread, (16, 2) is 4
     assert b.backward_launches(1024) == defaults + [
-        (w, r, "auto") for w, r in ((2, 1), (4, 1), (4, 2), (8, 1), (8, 2), (8, 4), (16, 2),
+        (w, r, True) for w, r in ((2, 1), (4, 1), (4, 2), (8, 1), (8, 2), (8, 4), (16, 2),
                                     (16, 4), (16, 8))]  # fmt: skip
     assert b.backward_launches(13) == b.backward_launches(16)  # padded to 16
 
