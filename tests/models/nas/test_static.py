@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from models.nas.space import SPACES, SearchSpace, sample_subnet
-from models.nas.static import Layout, block_mask, masked_layer_norm, static_forward
+from models.nas.static import (
+    Layout,
+    block_mask,
+    masked_layer_norm,
+    padded,
+    static_forward,
+    switched_linear,
+)
 from models.nas.supernet import Supernet
 
 from .conftest import N_DENSE, TABLES, TINY, tiny_batch
@@ -210,3 +217,20 @@ def test_static_path_with_a_stem_wider_than_a_slot(spaces, seed):
     scale = max(float(v.abs().max()) for v in g_ref.values())
     for name, g in _grads(net).items():
         torch.testing.assert_close(g, g_ref[name], rtol=1e-8, atol=1e-12 * scale, msg=name)
+
+
+@pytest.mark.parametrize("rows", [3, 5, 8])  # fewer, as many and more outputs than inputs
+def test_switched_linear_by_flag(rows):
+    """Flag 0: exactly linear(x, w, b); flag 1: exactly x padded or cut to `rows` columns, and
+    the weight and bias get zero gradients (as the lerp of the two results gave them)."""
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(rows, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(rows, generator=g, dtype=torch.float64, requires_grad=True)
+    y0 = switched_linear(x, w, b, torch.tensor(0.0))
+    assert torch.equal(y0, torch.nn.functional.linear(x, w, b))
+    y1 = switched_linear(x, w, b, torch.tensor(1.0))
+    assert torch.equal(y1, padded(x, rows))
+    y1.sum().backward()
+    assert not w.grad.any() and not b.grad.any()
+    assert torch.equal(x.grad[:, : min(rows, 5)], torch.ones(4, min(rows, 5), dtype=x.dtype))
