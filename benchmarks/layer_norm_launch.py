@@ -87,20 +87,13 @@ def measure(dev: str = "cuda", shapes: tuple = SHAPES) -> list[tuple]:
 
     from models.nas import kernels as K
 
-    default_launch = K._ln_launch
     rows_out = []
     for label, tokens, n, token_ln in shapes:
         for warps, rows, prefetch in backward_launches(n):
             if warps is None:
-                _, rows, warps = default_launch(n, True)
-
-            def pick(width: int, backward: bool = False, launch=(warps, rows)) -> tuple:  # noqa: ANN001
-                if backward:
-                    return max(2, K._pow2(width)), launch[1], launch[0]
-                return default_launch(width, backward)
-
-            K._ln_launch = pick
-            K.KERNELS["ln_prefetch"] = prefetch
+                _, rows, warps = K._ln_launch(n, backward=True)
+            saved = dict(K.KERNELS)
+            K.KERNELS.update(ln_bwd_warps=warps, ln_bwd_rows=rows, ln_prefetch=prefetch)
             K._LN_BWD_FIT.clear()
             try:
                 x, w, b, extra, gy = inputs(tokens, n, token_ln, dev)
@@ -116,8 +109,7 @@ def measure(dev: str = "cuda", shapes: tuple = SHAPES) -> list[tuple]:
                 both()  # the key's first launch: residency learnt before the capture
                 t_bwd = do_bench(graphed(both), rep=200) - t_fwd
             finally:
-                K._ln_launch = default_launch
-                K.KERNELS["ln_prefetch"] = True
+                K.KERNELS.update(saved)
             fit = max(K._LN_BWD_FIT.values(), default=0)
             gbs = backward_bytes(BATCH * tokens, n) / (t_bwd * 1e-3) / 1e9
             name = f"({warps}, {rows}) ahead {'on' if prefetch else 'off'}"

@@ -51,6 +51,8 @@ KERNELS: dict[str, Any] = {
     "attn_warps": 0,
     "ln_warps": 0,
     "ln_rows": 0,
+    "ln_bwd_warps": 0,  # the LayerNorm backward's alone (before ln_warps and ln_rows)
+    "ln_bwd_rows": 0,
     "ln_programs": 0,
     # the LayerNorm backward loads a block ahead (`_ln_bwd_kernel`), doubling the bytes in flight
     # per program: ptxas (sm_90) gives it the same registers under Triton 3.6 (~165, the GPU
@@ -700,8 +702,10 @@ def _ln_launch(n: int, backward: bool = False) -> tuple[int, int, int]:
     the backward 163 registers against 96 for two)."""
     bn = max(2, _pow2(n))
     elems = LN_BWD_ELEMS_PER_THREAD if backward else LN_ELEMS_PER_THREAD
-    warps = KERNELS["ln_warps"] or max(2, 2 * bn // (32 * elems))
-    rows = KERNELS["ln_rows"] or max(1, elems * 32 * warps // bn)
+    warps = (backward and KERNELS["ln_bwd_warps"]) or KERNELS["ln_warps"]
+    warps = warps or max(2, 2 * bn // (32 * elems))
+    rows = (backward and KERNELS["ln_bwd_rows"]) or KERNELS["ln_rows"]
+    rows = rows or max(1, elems * 32 * warps // bn)
     return bn, rows, warps
 
 
@@ -724,7 +728,7 @@ def _resident_per_sm(kernel: Any, warps: int, device: torch.device) -> int:
     thread allow when the kernel does not say how many it takes)."""
     regs = getattr(kernel, "n_regs", 0)
     if not regs:
-        return max(1, 8 // warps)
+        return programs_per_sm(255, warps)
     props = torch.cuda.get_device_properties(device)
     return programs_per_sm(
         regs, warps, getattr(getattr(kernel, "metadata", None), "shared", 0),
@@ -737,16 +741,15 @@ def _resident_per_sm(kernel: Any, warps: int, device: torch.device) -> int:
 # Programs per SM of the LayerNorm backward's persistent grid, per launch key, once a launch
 # has shown the compiled kernel's registers (96-168 per thread, by Triton version): as many as
 # the SM holds at once, so no program waits for a second wave. Before that (the key's first
-# launch): 8 warps' worth, which any register count allows.
+# launch): what 255 registers per thread allow.
 _LN_BWD_FIT: dict[tuple, int] = {}
 
 
-def _ln_bwd_programs(blocks: int, warps: int, key: tuple) -> int:
+def _ln_bwd_programs(blocks: int, warps: int, device: torch.device, key: tuple) -> int:
     """Programs of the LayerNorm backward for `blocks` row blocks (3 in the CPU interpreter)."""
-    device = key[0]
     if KERNELS["ln_programs"] or device.type != "cuda":
         return max(1, min(blocks, KERNELS["ln_programs"] or 3))
-    per_sm = _LN_BWD_FIT.get(key, max(1, 8 // warps))
+    per_sm = _LN_BWD_FIT.get(key) or programs_per_sm(255, warps)
     return max(1, min(blocks, per_sm * _sm_count(device)))
 
 
@@ -819,9 +822,10 @@ class _RowLayerNorm(torch.autograd.Function):
         dx = torch.empty_like(x3)
         dy3 = _rows3(dy)
         consts = {"N": n, "BN": bn, "ROWS": rows, "RELU": ctx.relu, "TMASK": ctx.tmask,
-                  "CMASK": ctx.cmask, "PREFETCH": bool(KERNELS["ln_prefetch"]), "num_warps": warps}  # fmt: skip
+                  "CMASK": ctx.cmask, "PREFETCH": bool(KERNELS["ln_prefetch"]),
+                  "num_warps": warps}  # fmt: skip
         key = (x3.device, x3.dtype, dy3.dtype, *consts.values())
-        grid = _ln_bwd_programs(triton.cdiv(m, rows), warps, key)
+        grid = _ln_bwd_programs(triton.cdiv(m, rows), warps, x3.device, key)
         part = torch.empty((grid, 2 * n), dtype=torch.float32, device=x3.device)
         kernel = _ln_bwd_kernel[(grid,)](
             x3, w, b, tm, cm, dy3, dx, part, m, t, ctx.eps, grid,

@@ -71,9 +71,9 @@ def layer_norm_variants() -> list[str]:
         for name, fn, types, backward in (("forward", K._ln_fwd_kernel, fwd, False),
                                           ("backward", K._ln_bwd_kernel, bwd, True)):  # fmt: skip
             bn, rows, warps = K._ln_launch(n, backward=backward)
+            only = {"PREFETCH": bool(K.KERNELS["ln_prefetch"])} if backward else {"RESID": resid}
             const = {"N": n, "BN": bn, "ROWS": rows, "RELU": not resid, "TMASK": not cmask,
-                     "CMASK": cmask,
-                     **({"PREFETCH": bool(K.KERNELS["ln_prefetch"])} if backward else {"RESID": resid})}  # fmt: skip
+                     "CMASK": cmask, **only}  # fmt: skip
             usage = compile_kernel(fn, types, const, warps)
             line += f" {name} ({rows} rows, {warps} warps) {usage_text(usage)};"
             if usage is not None and usage[1]:
