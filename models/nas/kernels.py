@@ -172,6 +172,12 @@ if triton is not None:
         tl.store(base + idx[None, :] * s_t + dd[:, None] * s_d, x.to(base.dtype.element_ty), mask=m)
 
     @triton.jit
+    def _key_bias(kvalid):
+        """0 at valid keys, -1e30 at the others: the scores' starting value, so that exp2 gives
+        the others exactly 0 with no select per score (finite: no NaN when none is valid)."""
+        return tl.where(kvalid, 0.0, -1.0e30)
+
+    @triton.jit
     def _load_c(base, idx, s_t, mask):
         """[C] fp32 vector base[idx * s_t] (0 masked), one column of a chunk of rows."""
         return tl.load(base + idx * s_t, mask=mask, other=0.0).to(tl.float32)
@@ -189,11 +195,10 @@ if triton is not None:
         """Online-softmax update of (row max m, denominator den, acc [DP, BT]) by keys c..c+KC."""
         kj = c + tl.arange(0, KC)
         kvalid = kj < n
-        s = tl.zeros([KC, BT], tl.float32)
+        s = _key_bias(kvalid)[:, None] + tl.zeros([KC, BT], tl.float32)
         for d in tl.static_range(D):
             kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
             s += kd[:, None] * _column(qt, dd, d)[None, :]
-        s = tl.where(kvalid[:, None], s, -1.0e30)  # finite: no NaN when no key is valid
         m_new = tl.maximum(m, tl.max(s, 0))
         alpha = tl.exp2(m - m_new)
         p = tl.exp2(s - m_new[None, :])
@@ -206,20 +211,20 @@ if triton is not None:
 
     @triton.jit
     def _dq_chunk(
-        c, n, qt, dot, delta, lse, qvalid, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, dq,
+        c, n, qt, dot, delta, lse, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, dq,
         D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr,
     ):  # fmt: skip
         """dq [DP, BT] plus dS K over keys c..c+KC (dS = P (dO V^T - delta), unscaled)."""
         kj = c + tl.arange(0, KC)
         kvalid = kj < n
-        s = tl.zeros([KC, BT], tl.float32)
+        s = _key_bias(kvalid)[:, None] + tl.zeros([KC, BT], tl.float32)
         dp = tl.zeros([KC, BT], tl.float32)
         for d in tl.static_range(D):
             kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
             vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid)
             s += kd[:, None] * _column(qt, dd, d)[None, :]
             dp += vd[:, None] * _column(dot, dd, d)[None, :]
-        p = tl.where(kvalid[:, None] & qvalid[None, :], tl.exp2(s - lse[None, :]), 0.0)
+        p = tl.exp2(s - lse[None, :])  # 0 at invalid keys; ds 0 at invalid queries (dO = 0)
         ds = p * (dp - delta[None, :])
         for d in tl.static_range(D):
             kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
@@ -238,14 +243,14 @@ if triton is not None:
         row = pid.to(tl.int64) * BT + qi
         lse = tl.load(lse_ptr + row)
         delta = tl.load(delta_ptr + row)
-        s = tl.zeros([QC, BT], tl.float32)
+        s = _key_bias(kvalid)[None, :] + tl.zeros([QC, BT], tl.float32)
         dp = tl.zeros([QC, BT], tl.float32)
         for d in tl.static_range(D):
             qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
             dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid)
             s += qd[:, None] * _column(kt, dd, d)[None, :]
             dp += dod[:, None] * _column(vt, dd, d)[None, :]
-        p = tl.where(qvalid[:, None] & kvalid[None, :], tl.exp2(s - lse[:, None]), 0.0)
+        p = tl.exp2(s - lse[:, None])  # 0 at invalid keys; no term at invalid queries (dO = 0)
         ds = p * (dp - delta[:, None])
         for d in tl.static_range(D):
             qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
@@ -326,7 +331,7 @@ if triton is not None:
         dq = tl.zeros([DP, BT], tl.float32)
         for c in range(0, n, KC):  # chunks past t_valid are skipped
             dq = _dq_chunk(
-                c, n, qt, dot, delta, lse, qvalid, dd, k_base, v_base,
+                c, n, qt, dot, delta, lse, dd, k_base, v_base,
                 sk_t, sk_d, sv_t, sv_d, dq, D, KC, BT,
             )  # fmt: skip
         dq_base = dq_ptr + b * sg_b + h * sg_h
