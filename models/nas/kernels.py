@@ -464,15 +464,17 @@ if triton is not None:
         """dx of row blocks pid, pid + G, ...; this program's sums of g * xhat and of g into
         row pid of the [G, 2, N] fp32 partial buffer part_ptr (`_ln_part_sum_kernel` adds them
         up), g being dy times the token mask, the ReLU's gate (recomputed from x) and the column
-        mask. PREFETCH: each block's loads are issued before the previous block is computed, so
+        mask. The sums are kept per element of a row block (two fp32 tiles) and summed over the
+        rows once, after the loop: summed per block they cost ~25% of the loop's instructions
+        (cross-lane shuffles, and shared-memory round trips where warps split a row). PREFETCH: each block's loads are issued before the previous block is computed, so
         two blocks' bytes are in flight per program (the loop is otherwise latency-bound on wide
         rows: load, three cross-warp sums, store)."""
         pid = tl.program_id(0)
         cols, cm, count = _ln_cols(cm_ptr, N, BN, CMASK)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
-        dw = tl.zeros([BN], tl.float32)
-        db = tl.zeros([BN], tl.float32)
+        dw = tl.zeros([ROWS, BN], tl.float32)
+        db = tl.zeros([ROWS, BN], tl.float32)
         if PREFETCH:  # grid <= blocks: block pid exists
             rows, mask, x, dy = _ln_bwd_load(
                 x_ptr, dy_ptr, sx_b, sx_t, sx_n, sdy_b, sdy_t, sdy_n, M, T, pid, N, BN, ROWS
@@ -504,13 +506,13 @@ if triton is not None:
                 dx = dx * cm[None, :]
             xofs = _row_offsets(rows, T, cols, sdx_b, sdx_t, sdx_n)
             tl.store(dx_ptr + xofs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-            dw += tl.sum(g * xhat, 0)
-            db += tl.sum(g, 0)
+            dw += g * xhat
+            db += g
             if PREFETCH:
                 rows, mask, x, dy = rows_n, mask_n, x_n, dy_n
         part = pid.to(tl.int64) * (2 * N) + cols
-        tl.store(part_ptr + part, dw, mask=cols < N)
-        tl.store(part_ptr + N + part, db, mask=cols < N)
+        tl.store(part_ptr + part, tl.sum(dw, 0), mask=cols < N)
+        tl.store(part_ptr + N + part, tl.sum(db, 0), mask=cols < N)
 
     @triton.jit
     def _ln_part_sum_kernel(part_ptr, out_ptr, G, C, BC: tl.constexpr, BG: tl.constexpr):
@@ -693,9 +695,10 @@ def fused_attention_qkv(
 # first default: 256 rows of 16 over 4 warps) the kernels spill since they gained strides, masks
 # and a ReLU: ptxas (sm_90, Triton 3.9) gives the token backward 255 registers and a 392-byte
 # stack per thread, the forward 88 bytes. At 16 the forward takes 48-158 registers (by Triton
-# version); the backward (226-254 registers at 16, spilling under Triton 3.6) runs at 8 with its
-# weight and bias sums reduced over the rows of each block: 96-108 registers under Triton 3.7,
-# 165 under 3.6 (tests/models/nas/sm90_compile.py checks that none spills).
+# version); the backward (226-254 registers at 16, spilling under Triton 3.6) runs at 8: 96-122
+# registers for the masked LayerNorm under Triton 3.6 (the GPU machine's) as the step launches it
+# (unit strides and 16-byte alignment specialised), 166 for the token LayerNorm in bf16
+# (tests/models/nas/sm90_compile.py compiles them so and checks that none spills).
 LN_ELEMS_PER_THREAD = 16
 LN_BWD_ELEMS_PER_THREAD = 8
 

@@ -8,6 +8,7 @@ it."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -26,12 +27,17 @@ TARGET = GPUTarget("cuda", 90, 32)
 
 
 def compile_kernel(fn, types: dict[str, str], constexprs: dict[str, object],  # noqa: ANN001
-                   warps: int = 4) -> tuple[int, int] | None:  # fmt: skip
+                   warps: int = 4, aligned: tuple[str, ...] = ()) -> tuple[int, int] | None:  # fmt: skip
     """fn compiled with argument types `types` (constexprs by value) on `warps` warps: its
-    (registers, stack bytes) per thread, None without cuobjdump."""
+    (registers, stack bytes) per thread, None without cuobjdump. As a launch specialises them:
+    an integer argument passed as 1 belongs in `constexprs`; `aligned` names the pointers and
+    integers known to be multiples of 16 (bytes, elements)."""
     signature = {**types, **{k: "constexpr" for k in constexprs}}
-    kernel = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
-                            target=TARGET, options={"num_warps": warps})  # fmt: skip
+    params = list(inspect.signature(fn.fn).parameters)
+    signature = {k: signature[k] for k in params}
+    attrs = {(params.index(k),): [["tt.divisibility", 16]] for k in aligned}
+    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+    kernel = triton.compile(source, target=TARGET, options={"num_warps": warps})
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     if not tool.exists():
         return None
@@ -54,6 +60,23 @@ def strides(*names: str) -> dict[str, str]:
     return {f"{a}_{b}": "i64" for a in names for b in ("b", "t", "n")}
 
 
+def unit_strides(types: dict[str, str], cmask: bool, backward: bool) -> tuple[list, tuple]:
+    """The stride arguments that are 1 as the training step launches a LayerNorm kernel (the
+    masked LayerNorm's rows are contiguous; the token LayerNorm reads, and the forward writes,
+    features-first slots, tokens contiguous, and the backward writes a token-major gradient),
+    and the arguments that are multiples of 16 there (the tensors and the sample strides)."""
+    if cmask:
+        ones = [k for k in types if k.startswith("s") and k.endswith("_n")]
+    else:
+        ones = ["sx_t", "sdy_t", "sdx_n"] if backward else ["sx_t", "sr_t", "sy_t"]
+    aligned = tuple(
+        k
+        for k in types
+        if k.endswith("_b") or k in ("x_ptr", "r_ptr", "y_ptr", "dy_ptr", "dx_ptr", "part_ptr")
+    )
+    return ones, aligned
+
+
 def layer_norm_variants() -> list[str]:
     """Forward and backward at their default launches for each width (token LayerNorm at 16,
     masked LayerNorm up to 1024), and the partial sums' reduction; a spill is a SystemExit."""
@@ -74,7 +97,9 @@ def layer_norm_variants() -> list[str]:
             only = {"PREFETCH": bool(K.KERNELS["ln_prefetch"])} if backward else {"RESID": resid}
             const = {"N": n, "BN": bn, "ROWS": rows, "RELU": not resid, "TMASK": not cmask,
                      "CMASK": cmask, **only}  # fmt: skip
-            usage = compile_kernel(fn, types, const, warps)
+            ones, aligned = unit_strides(types, cmask, backward)
+            types = {k: v for k, v in types.items() if k not in ones}
+            usage = compile_kernel(fn, types, {**const, **dict.fromkeys(ones, 1)}, warps, aligned)
             line += f" {name} ({rows} rows, {warps} warps) {usage_text(usage)};"
             if usage is not None and usage[1]:
                 raise SystemExit(f"spills: {line}")
