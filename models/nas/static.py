@@ -162,12 +162,12 @@ def _masked_ln(
     return kernels.masked_layer_norm_reference(y, w, b, mask, eps, relu, out_dtype)
 
 
-# "auto": the masked LayerNorm, the FM term and the weight selection through torch.compile on
-# CUDA (a dozen elementwise kernels and reductions fused into a few, forward and backward: inside
-# a CUDA graph their Python cost is gone, so only the GPU's counts), each falling back to its
-# plain version for good if its compilation fails; "eager": the plain versions (505k samples/s
-# against 730k, H100, session 11; the compilations lengthen the first pass over 40 subnets from
-# 15 s to 61 s on the H200).
+# "auto": the masked LayerNorm, the FM term, the weight selection and the identity switch
+# through torch.compile on CUDA (a dozen elementwise kernels and reductions fused into a few,
+# forward and backward: inside a CUDA graph their Python cost is gone, so only the GPU's counts),
+# each falling back to its plain version for good if its compilation fails; "eager": the plain
+# versions (505k samples/s against 730k, H100, session 11; the compilations lengthen the first
+# pass over 40 subnets from 15 s to 61 s on the H200).
 MASKED_LN = {"impl": "auto"}
 _COMPILED: dict[str, Any] = {}  # None: its compilation failed
 
@@ -182,7 +182,7 @@ def _allow_recompiles(n: int) -> None:
     setattr(config, name, max(n, getattr(config, name)))
 
 
-def _run_compiled(fn: Any, x: torch.Tensor, *args: Any, dynamic: bool = False) -> torch.Tensor:
+def _run_compiled(fn: Any, x: torch.Tensor, *args: Any, dynamic: bool = False) -> Any:
     """fn(x, *args), compiled (static shapes unless `dynamic`) when x is on CUDA and MASKED_LN
     is "auto"; a function whose compilation fails runs plainly from then on (with one warning)."""
     name = fn.__name__
@@ -301,10 +301,17 @@ def switched_linear(
     identity matrix and whose bias it switches to 0 (exact: lerp returns either end exactly),
     instead of both results over the activations and a lerp of them (~5 passes over a
     [B, rows] float32 tensor each way). Gradients as the lerp gives them: none reach the weight
-    and bias when the flag is 1."""
+    and bias when the flag is 1. On CUDA the switch is one compiled function (its cast, identity
+    matrix, lerp and bias scale fused, each way)."""
+    return linear(x, *_run_compiled(_switched, weight, bias, identity, dynamic=True))
+
+
+def _switched(
+    weight: torch.Tensor, bias: torch.Tensor, identity: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     flag = identity.to(weight.dtype)
     eye = torch.eye(*weight.shape, dtype=weight.dtype, device=weight.device)
-    return linear(x, torch.lerp(weight, eye, flag), bias * (1 - flag))
+    return torch.lerp(weight, eye, flag), bias * (1 - flag)
 
 
 class Handover:
