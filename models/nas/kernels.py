@@ -695,9 +695,9 @@ def fused_attention_qkv(
 # first default: 256 rows of 16 over 4 warps) the kernels spill since they gained strides, masks
 # and a ReLU: ptxas (sm_90, Triton 3.9) gives the token backward 255 registers and a 392-byte
 # stack per thread, the forward 88 bytes. At 16 the forward takes 48-158 registers (by Triton
-# version); the backward (226-254 registers at 16, spilling under Triton 3.6) runs at 8: 96-122
+# version); the backward (226-254 registers at 16, spilling under Triton 3.6) runs at 8: 93-110
 # registers for the masked LayerNorm under Triton 3.6 (the GPU machine's) as the step launches it
-# (unit strides and 16-byte alignment specialised), 166 for the token LayerNorm in bf16
+# (unit strides and 16-byte alignment specialised), 128 for the token LayerNorm in bf16
 # (tests/models/nas/sm90_compile.py compiles them so and checks that none spills).
 LN_ELEMS_PER_THREAD = 16
 LN_BWD_ELEMS_PER_THREAD = 8

@@ -64,17 +64,15 @@ def unit_strides(types: dict[str, str], cmask: bool, backward: bool) -> tuple[li
     """The stride arguments that are 1 as the training step launches a LayerNorm kernel (the
     masked LayerNorm's rows are contiguous; the token LayerNorm reads, and the forward writes,
     features-first slots, tokens contiguous, and the backward writes a token-major gradient),
-    and the arguments that are multiples of 16 there (the tensors and the sample strides)."""
+    and the arguments that are multiples of 16 there (the tensors and the other strides: rows of
+    128-1024 columns, slots of 8 x 72 tokens)."""
     if cmask:
         ones = [k for k in types if k.startswith("s") and k.endswith("_n")]
     else:
         ones = ["sx_t", "sdy_t", "sdx_n"] if backward else ["sx_t", "sr_t", "sy_t"]
-    aligned = tuple(
-        k
-        for k in types
-        if k.endswith("_b") or k in ("x_ptr", "r_ptr", "y_ptr", "dy_ptr", "dx_ptr", "part_ptr")
-    )
-    return ones, aligned
+    strides = [k for k in types if k.startswith("s") and k[-2:] in ("_b", "_t", "_n")]
+    tensors = ["x_ptr", "r_ptr", "y_ptr", "dy_ptr", "dx_ptr", "part_ptr"]
+    return ones, tuple(k for k in strides + tensors if k in types and k not in ones)
 
 
 def layer_norm_variants() -> list[str]:
