@@ -466,9 +466,10 @@ if triton is not None:
         up), g being dy times the token mask, the ReLU's gate (recomputed from x) and the column
         mask. The sums are kept per element of a row block (two fp32 tiles) and summed over the
         rows once, after the loop: summed per block they cost ~25% of the loop's instructions
-        (cross-lane shuffles, and shared-memory round trips where warps split a row). PREFETCH: each block's loads are issued before the previous block is computed, so
-        two blocks' bytes are in flight per program (the loop is otherwise latency-bound on wide
-        rows: load, three cross-warp sums, store)."""
+        (cross-lane shuffles, and shared-memory round trips where warps split a row). PREFETCH:
+        each block's loads are issued before the previous block is computed, so two blocks'
+        bytes are in flight per program (the loop is otherwise latency-bound on wide rows: load,
+        the row sums across warps, store)."""
         pid = tl.program_id(0)
         cols, cm, count = _ln_cols(cm_ptr, N, BN, CMASK)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
