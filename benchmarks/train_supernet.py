@@ -14,6 +14,13 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Session 14 (2026-12-06): no GPU machine could be started, so nothing new is timed. Changes
+  counted by benchmarks/kernel_instructions.py (sm_90 machine code, Triton 3.6): the attention
+  loops 821 -> 773 (forward), 983 -> 871 (dq), 1170 -> 1007 (dk/dv) instructions per chunk at
+  T 64 (no select per score); the LayerNorm backward 436-409 instead of 604-520 per row block
+  (weight and bias sums per element, reduced once after the loop); the binary ops' identity
+  switch compiled. The next GPU run: this commit against c611832 in one call, then
+  benchmarks/layer_norm_launch.py.
 Measured 2026-12-06, session 13 (same settings; --command-steps 0 --full-steps 0 --paths 1; the
   H200 kind was served by H100s, Triton 3.6): the session-12 commit c611832 ran at 837,422
   samples/s (9.78 ms) on one H100 and 790,556 (10.36 ms) on another: machines differ by ~6%, so
