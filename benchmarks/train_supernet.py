@@ -17,7 +17,7 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 Session 14 (2026-12-06): no GPU machine could be started, so nothing new is timed. Changes
   counted by benchmarks/kernel_instructions.py (sm_90 machine code, Triton 3.6): the attention
   loops 821 -> 773 (forward), 983 -> 871 (dq), 1170 -> 1007 (dk/dv) instructions per chunk at
-  T 64 (no select per score); the LayerNorm backward 436-409 instead of 604-520 per row block
+  T 64 (no select per score); the LayerNorm backward 357-436 instead of 493-604 per row block
   (weight and bias sums per element, reduced once after the loop); the binary ops' identity
   switch compiled. The next GPU run: this commit against c611832 in one call, then
   benchmarks/layer_norm_launch.py.
