@@ -14,13 +14,19 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
-Session 14 (2026-12-06): no GPU machine could be started, so nothing new is timed. Changes
-  counted by benchmarks/kernel_instructions.py (sm_90 machine code, Triton 3.6): the attention
-  loops 821 -> 773 (forward), 983 -> 871 (dq), 1170 -> 1007 (dk/dv) instructions per chunk at
-  T 64 (no select per score); the LayerNorm backward 357-436 instead of 493-604 per row block
-  (weight and bias sums per element, reduced once after the loop); the binary ops' identity
-  switch compiled. The next GPU run: this commit against c611832 in one call, then
-  benchmarks/layer_norm_launch.py.
+Measured 2026-12-06, session 14 (same settings; --command-steps 0 --full-steps 0 --paths 1;
+  one H100 once, after 19 refused requests; no H200): commit f8ac1a4 890,318 samples/s
+  (9.20 ms) against 828,847 (9.88 ms) for session 12's c611832 in the same call (+7.4%; this
+  machine ran c611832 between session 13's two, 837k and 791k). Warm-up over the 50 subnets
+  37.0 s, 196 block graphs, peak 5.4 GiB. Since c611832: the LayerNorm backward's rework, grid,
+  load-ahead and per-element weight and bias sums, the binary ops' identity switch folded into
+  their weight (compiled), two leaves for their inputs, and no select per score in attention
+  (benchmarks/kernel_instructions.py, sm_90 code under Triton 3.6: attention 821 -> 773,
+  983 -> 871, 1170 -> 1007 instructions per chunk at T 64; LayerNorm backward 493-604 ->
+  357-436 per row block). With session 11's H100 / H200 ratio (1.15) 9.20 ms would be ~8.0 ms
+  (~1.02M samples/s) on the H200: an estimate; the target stays open until an H200 runs it.
+  Not run (no device time left): benchmarks/layer_norm_launch.py, --switch ln_kernel=compiled.
+  tests/models/nas/test_kernels.py on that H100: 71 passed.
 Measured 2026-12-06, session 13 (same settings; --command-steps 0 --full-steps 0 --paths 1; the
   H200 kind was served by H100s, Triton 3.6): the session-12 commit c611832 ran at 837,422
   samples/s (9.78 ms) on one H100 and 790,556 (10.36 ms) on another: machines differ by ~6%, so
