@@ -85,9 +85,9 @@ def rows() -> list[tuple[str, int, str, collections.Counter]]:
 
     for t in (32, 64):
         for kernel in ("forward", "dq", "dkdv"):
-            fn, types, const, warps = S.attention_launch(kernel, t)
+            fn, types, const, warps, aligned = S.attention_launch(kernel, t)
             chunk = const.get("KC", const.get("QC"))
-            add(f"attention {kernel} T {t}", S.compile_sm90(fn, types, const, warps),
+            add(f"attention {kernel} T {t}", S.compile_sm90(fn, types, const, warps, aligned),
                 f"per chunk of {chunk}")  # fmt: skip
     for n, x, cmask, resid in S.LN_VARIANTS:
         if x != "*bf16":

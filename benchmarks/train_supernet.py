@@ -21,9 +21,9 @@ Measured 2026-12-06, session 14 (same settings; --command-steps 0 --full-steps 0
   37.0 s, 196 block graphs, peak 5.4 GiB. Since c611832: the LayerNorm backward's rework, grid,
   load-ahead and per-element weight and bias sums, the binary ops' identity switch folded into
   their weight (compiled), two leaves for their inputs, and no select per score in attention
-  (benchmarks/kernel_instructions.py, sm_90 code under Triton 3.6: attention 821 -> 773,
-  983 -> 871, 1170 -> 1007 instructions per chunk at T 64; LayerNorm backward 493-604 ->
-  357-436 per row block). With session 11's H100 / H200 ratio (1.15) 9.20 ms would be ~8.0 ms
+  (benchmarks/kernel_instructions.py, sm_90 code under Triton 3.6: attention 813 -> 765,
+  975 -> 863, 1162 -> 999 instructions per chunk at T 64; LayerNorm backward 493-624 ->
+  357-455 per row block). With session 11's H100 / H200 ratio (1.15) 9.20 ms would be ~8.0 ms
   (~1.02M samples/s) on the H200: an estimate; the target stays open until an H200 runs it.
   Not run (no device time left): benchmarks/layer_norm_launch.py, --switch ln_kernel=compiled.
   tests/models/nas/test_kernels.py on that H100: 71 passed.

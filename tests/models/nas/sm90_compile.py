@@ -138,8 +138,9 @@ def layer_norm_variants() -> list[str]:
 
 def attention_launch(kernel: str, t: int) -> tuple:
     """`compile_sm90`'s arguments for an attention kernel ("forward", "dq", "dkdv") at its
-    default launch for T tokens, bf16 heads of 2 in the packed q/k/v projection: (fn, types,
-    constexprs, warps)."""
+    default launch for T tokens, bf16 heads of 2 in the packed q/k/v projection, specialised as
+    the step launches it (unit feature strides; the tensors and the sample and token strides
+    multiples of 16): (fn, types, constexprs, warps, aligned)."""
     heads = ("sq", "sk", "sv")
     base = {"tv_ptr": "*i64", "tv": "i32", "T": "i32", "H": "i32", "qk_scale": "fp32"}
     bf16 = lambda *names: {f"{n}_ptr": "*bf16" for n in names}  # noqa: E731
@@ -161,8 +162,11 @@ def attention_launch(kernel: str, t: int) -> tuple:
     bt = K._block_t(t)
     launch = K._attn_launch(bt)
     chunk = {"QC" if kernel == "dkdv" else "KC": launch["KC"]}
-    const = {"D": 2, "DP": 2, "BT": bt, "TV_PTR": True, **chunk}
-    return fn, types, const, launch["num_warps"]
+    ones = [k for k in types if k.endswith("_d")]
+    aligned = tuple(k for k in types if k.endswith(("_ptr", "_b", "_t")) and k != "tv_ptr")
+    const = {"D": 2, "DP": 2, "BT": bt, "TV_PTR": True, **chunk, **dict.fromkeys(ones, 1)}
+    types = {k: v for k, v in types.items() if k not in ones}
+    return fn, types, const, launch["num_warps"], aligned
 
 
 def attention_variants() -> list[str]:
@@ -171,8 +175,8 @@ def attention_variants() -> list[str]:
     line = "attention (bf16, heads of 2):"
     for t in (32, 64):
         for kernel in ("forward", "dq", "dkdv"):
-            fn, types, const, warps = attention_launch(kernel, t)
-            usage = compile_kernel(fn, types, const, warps)
+            fn, types, const, warps, aligned = attention_launch(kernel, t)
+            usage = compile_kernel(fn, types, const, warps, aligned)
             line += f" T {t} {kernel} {usage_text(usage)};"
             if usage is not None and usage[1]:
                 raise SystemExit(f"spills: {line}")
