@@ -94,7 +94,7 @@ def measure(dev: str = "cuda", shapes: tuple = SHAPES) -> list[tuple]:
                 _, rows, warps = K._ln_launch(n, backward=True)
             saved = dict(K.KERNELS)
             K.KERNELS.update(ln_bwd_warps=warps, ln_bwd_rows=rows, ln_prefetch=prefetch)
-            K._LN_BWD_FIT.clear()
+            K._LN_FIT.clear()
             try:
                 x, w, b, extra, gy = inputs(tokens, n, token_ln, dev)
 
@@ -110,7 +110,7 @@ def measure(dev: str = "cuda", shapes: tuple = SHAPES) -> list[tuple]:
                 t_bwd = do_bench(graphed(both), rep=200) - t_fwd
             finally:
                 K.KERNELS.update(saved)
-            fit = max(K._LN_BWD_FIT.values(), default=0)
+            fit = max((v for k, v in K._LN_FIT.items() if k[0] == "bwd"), default=0)
             gbs = backward_bytes(BATCH * tokens, n) / (t_bwd * 1e-3) / 1e9
             name = f"({warps}, {rows}) ahead {'on' if prefetch else 'off'}"
             rows_out.append((label, name, t_fwd * 1e3, t_bwd * 1e3, gbs, fit))

@@ -417,7 +417,7 @@ if triton is not None:
 
     @triton.jit
     def _ln_fwd_kernel(
-        x_ptr, w_ptr, b_ptr, tm_ptr, cm_ptr, r_ptr, y_ptr, M, T, eps,
+        x_ptr, w_ptr, b_ptr, tm_ptr, cm_ptr, r_ptr, y_ptr, M, T, eps, G,
         sx_b, sx_t, sx_n, sr_b, sr_t, sr_n, sy_b, sy_t, sy_n,
         N: tl.constexpr, BN: tl.constexpr, ROWS: tl.constexpr, RELU: tl.constexpr,
         TMASK: tl.constexpr, CMASK: tl.constexpr, RESID: tl.constexpr,
@@ -425,24 +425,28 @@ if triton is not None:
         """y = (x - mean) / sqrt(var + eps) * w + b over rows of N features (over the columns of
         the column mask cm and zero outside them if CMASK), then ReLU (RELU), times the row's
         token mask tm[token] (TMASK), plus the residual r (RESID); x, r and y [B, T, N] with any
-        strides."""
+        strides. Row blocks pid, pid + G, ...: the weight, bias and column mask are loaded once
+        per program, not once per block (at N 1024 a block of 2 rows reads 8 KiB of x and r and
+        would read 12 KiB of them)."""
         cols, cm, count = _ln_cols(cm_ptr, N, BN, CMASK)
-        rows, mask, x = _ln_load(x_ptr, sx_b, sx_t, sx_n, M, T, tl.program_id(0), N, BN, ROWS)
-        xc, rstd = _ln_center(x, mask, cm, count, eps)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
-        y = xc * rstd[:, None] * w[None, :] + bias[None, :]
-        if CMASK:
-            y = y * cm[None, :]
-        if RELU:
-            y = tl.maximum(y, 0.0)
-        if TMASK:
-            y = y * tl.load(tm_ptr + rows % T, mask=rows < M, other=0.0).to(tl.float32)[:, None]
-        if RESID:
-            rofs = _row_offsets(rows, T, cols, sr_b, sr_t, sr_n)
-            y += tl.load(r_ptr + rofs, mask=mask, other=0.0).to(tl.float32)
-        offs = _row_offsets(rows, T, cols, sy_b, sy_t, sy_n)
-        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+        for blk in range(tl.program_id(0), tl.cdiv(M, ROWS), G):
+            rows, mask, x = _ln_load(x_ptr, sx_b, sx_t, sx_n, M, T, blk, N, BN, ROWS)
+            xc, rstd = _ln_center(x, mask, cm, count, eps)
+            y = xc * rstd[:, None] * w[None, :] + bias[None, :]
+            if CMASK:
+                y = y * cm[None, :]
+            if RELU:
+                y = tl.maximum(y, 0.0)
+            if TMASK:
+                tm = tl.load(tm_ptr + rows % T, mask=rows < M, other=0.0).to(tl.float32)
+                y = y * tm[:, None]
+            if RESID:
+                rofs = _row_offsets(rows, T, cols, sr_b, sr_t, sr_n)
+                y += tl.load(r_ptr + rofs, mask=mask, other=0.0).to(tl.float32)
+            offs = _row_offsets(rows, T, cols, sy_b, sy_t, sy_n)
+            tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _ln_bwd_load(
@@ -747,19 +751,25 @@ def _resident_per_sm(kernel: Any, warps: int, device: torch.device) -> int:
     )  # fmt: skip
 
 
-# Programs per SM of the LayerNorm backward's persistent grid, per launch key, once a launch
-# has shown the compiled kernel's registers (96-168 per thread, by Triton version): as many as
-# the SM holds at once, so no program waits for a second wave. Before that (the key's first
-# launch): what 255 registers per thread allow.
-_LN_BWD_FIT: dict[tuple, int] = {}
+# Programs per SM of the LayerNorm kernels' persistent grids, per launch key, once a launch has
+# shown the compiled kernel's registers (the backward's 93-168 per thread, by Triton version):
+# as many as the SM holds at once, so no program waits for a second wave. Before that (the
+# key's first launch): what 255 registers per thread allow.
+_LN_FIT: dict[tuple, int] = {}
 
 
-def _ln_bwd_programs(blocks: int, warps: int, device: torch.device, key: tuple) -> int:
-    """Programs of the LayerNorm backward for `blocks` row blocks (3 in the CPU interpreter)."""
+def _ln_programs(blocks: int, warps: int, device: torch.device, key: tuple) -> int:
+    """Programs of a LayerNorm kernel for `blocks` row blocks (3 in the CPU interpreter)."""
     if KERNELS["ln_programs"] or device.type != "cuda":
         return max(1, min(blocks, KERNELS["ln_programs"] or 3))
-    per_sm = _LN_BWD_FIT.get(key) or programs_per_sm(255, warps)
+    per_sm = _LN_FIT.get(key) or programs_per_sm(255, warps)
     return max(1, min(blocks, per_sm * _sm_count(device)))
+
+
+def _learn_fit(kernel: Any, warps: int, device: torch.device, key: tuple) -> None:
+    """After a key's first launch on a GPU: the programs per SM its compiled kernel allows."""
+    if device.type == "cuda" and key not in _LN_FIT:
+        _LN_FIT[key] = _resident_per_sm(kernel, warps, device)
 
 
 @functools.cache
@@ -811,11 +821,16 @@ class _RowLayerNorm(torch.autograd.Function):
         r3 = x3 if residual is None else _rows3(residual)
         tm = x3 if token_mask is None else token_mask.contiguous()
         cm = x3 if col_mask is None else col_mask.contiguous()
-        _ln_fwd_kernel[(triton.cdiv(m, rows),)](
-            x3, w, b, tm, cm, r3, y, m, t, eps, *x3.stride(), *r3.stride(), *y.stride(),
-            N=n, BN=bn, ROWS=rows, RELU=relu, TMASK=token_mask is not None,
-            CMASK=col_mask is not None, RESID=residual is not None, num_warps=warps,
+        consts = {"N": n, "BN": bn, "ROWS": rows, "RELU": relu, "TMASK": token_mask is not None,
+                  "CMASK": col_mask is not None, "RESID": residual is not None,
+                  "num_warps": warps}  # fmt: skip
+        key = ("fwd", x3.device, x3.dtype, y.dtype, *consts.values())
+        grid = _ln_programs(triton.cdiv(m, rows), warps, x3.device, key)
+        kernel = _ln_fwd_kernel[(grid,)](
+            x3, w, b, tm, cm, r3, y, m, t, eps, grid, *x3.stride(), *r3.stride(), *y.stride(),
+            **consts,
         )  # fmt: skip
+        _learn_fit(kernel, warps, x3.device, key)
         ctx.save_for_backward(x3, w, b, tm, cm)
         ctx.eps, ctx.shape, ctx.relu = eps, x.shape, relu
         ctx.tmask, ctx.cmask = token_mask is not None, col_mask is not None
@@ -833,15 +848,14 @@ class _RowLayerNorm(torch.autograd.Function):
         consts = {"N": n, "BN": bn, "ROWS": rows, "RELU": ctx.relu, "TMASK": ctx.tmask,
                   "CMASK": ctx.cmask, "PREFETCH": bool(KERNELS["ln_prefetch"]),
                   "num_warps": warps}  # fmt: skip
-        key = (x3.device, x3.dtype, dy3.dtype, *consts.values())
-        grid = _ln_bwd_programs(triton.cdiv(m, rows), warps, x3.device, key)
+        key = ("bwd", x3.device, x3.dtype, dy3.dtype, *consts.values())
+        grid = _ln_programs(triton.cdiv(m, rows), warps, x3.device, key)
         part = torch.empty((grid, 2 * n), dtype=torch.float32, device=x3.device)
         kernel = _ln_bwd_kernel[(grid,)](
             x3, w, b, tm, cm, dy3, dx, part, m, t, ctx.eps, grid,
             *x3.stride(), *dy3.stride(), *dx.stride(), **consts,
         )  # fmt: skip
-        if x3.is_cuda and key not in _LN_BWD_FIT:
-            _LN_BWD_FIT[key] = _resident_per_sm(kernel, warps, x3.device)
+        _learn_fit(kernel, warps, x3.device, key)
         dweight, dbias = _ln_part_sum(part).view(2, n)
         dweight, dbias = dweight.to(w.dtype), dbias.to(b.dtype)
         dres = None if ctx.r_dtype is None else dy.to(ctx.r_dtype)  # the residual's: dy itself

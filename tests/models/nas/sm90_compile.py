@@ -107,7 +107,7 @@ def layer_norm_launch(n: int, x: str, cmask: bool, resid: bool, backward: bool) 
     else:
         fn, only = K._ln_fwd_kernel, {"RESID": resid}
         types = {**common, "r_ptr": x, "y_ptr": "*bf16", "M": "i32", "T": "i32", "eps": "fp32",
-                 **strides("sx", "sr", "sy")}  # fmt: skip
+                 "G": "i32", **strides("sx", "sr", "sy")}  # fmt: skip
     bn, rows, warps = K._ln_launch(n, backward=backward)
     const = {"N": n, "BN": bn, "ROWS": rows, "RELU": not resid, "TMASK": not cmask,
              "CMASK": cmask, **only}  # fmt: skip

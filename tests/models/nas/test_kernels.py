@@ -388,13 +388,15 @@ def test_programs_per_sm_by_hand():
 
 
 @pytest.mark.skipif(not CUDA, reason="residency is measured on a GPU")
-def test_layer_norm_backward_grid_learns_residency(K):
-    """After a key's first backward the grid holds what the SMs fit of the compiled kernel."""
-    K._LN_BWD_FIT.clear()
+def test_layer_norm_grids_learn_residency(K):
+    """After a key's first forward and backward their grids hold what the SMs fit of the
+    compiled kernels."""
+    K._LN_FIT.clear()
     x = torch.randn(64, 37, 16, device=DEV, requires_grad=True)
     w, b = torch.randn(16, device=DEV), torch.randn(16, device=DEV)
     K.token_layer_norm(x, w, b).sum().backward()
-    assert len(K._LN_BWD_FIT) == 1 and 1 <= next(iter(K._LN_BWD_FIT.values())) <= 32
+    assert sorted(k[0] for k in K._LN_FIT) == ["bwd", "fwd"]
+    assert all(1 <= v <= 32 for v in K._LN_FIT.values())
 
 
 def test_kernels_compile_for_sm90():
