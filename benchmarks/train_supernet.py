@@ -26,7 +26,9 @@ Measured 2026-12-06, session 14 (same settings; --command-steps 0 --full-steps 0
   357-455 per row block). With session 11's H100 / H200 ratio (1.15) 9.20 ms would be ~8.0 ms
   (~1.02M samples/s) on the H200: an estimate; the target stays open until an H200 runs it.
   Not run (no device time left): benchmarks/layer_norm_launch.py, --switch ln_kernel=compiled.
-  tests/models/nas/test_kernels.py on that H100: 71 passed.
+  tests/models/nas/test_kernels.py on that H100: 71 passed. After the run (untimed): the
+  LayerNorm forward on a persistent grid (weight, bias and column mask loaded once per
+  program): 377-480 instructions per row block instead of 512-712.
 Measured 2026-12-06, session 13 (same settings; --command-steps 0 --full-steps 0 --paths 1; the
   H200 kind was served by H100s, Triton 3.6): the session-12 commit c611832 ran at 837,422
   samples/s (9.78 ms) on one H100 and 790,556 (10.36 ms) on another: machines differ by ~6%, so
