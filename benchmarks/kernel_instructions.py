@@ -70,11 +70,10 @@ def rows() -> list[tuple[str, int, str, collections.Counter]]:
     out = []
 
     def add(label: str, kernel, unit: str) -> None:  # noqa: ANN001
-        res = S.cuobjdump(kernel, "-res-usage")
-        sass = S.cuobjdump(kernel, "-sass")
-        if res is None or sass is None:
+        usage, sass = S.resource_usage(kernel), S.cuobjdump(kernel, "-sass")
+        if usage is None or sass is None:
             raise SystemExit("this triton ships no cuobjdump")
-        regs = int(next(f for f in res.split() if f.startswith("REG:"))[4:])
+        regs = usage[0]
         loop = largest_loop(sass)
         if loop is None:
             out.append(

@@ -55,9 +55,9 @@ KERNELS: dict[str, Any] = {
     "ln_bwd_rows": 0,
     "ln_programs": 0,
     # the LayerNorm backward loads a block ahead (`_ln_bwd_kernel`), doubling the bytes in flight
-    # per program: ptxas (sm_90) gives it the same registers under Triton 3.6 (~165, the GPU
-    # machine's) and 106 -> 154 at rows of 16 under 3.7 (a third fewer programs, 1.33x the bytes
-    # in flight per SM). Untimed so far (benchmarks/layer_norm_launch.py has the A/B).
+    # per program for 0-10 more registers per thread in bf16 under Triton 3.6 (the GPU machine's;
+    # sm_90, compiled as launched: 128 at N 16, 92 -> 93, 96 -> 106, 102 -> 110 at N 128, 512,
+    # 1024). Untimed alone so far (benchmarks/layer_norm_launch.py has the A/B).
     "ln_prefetch": True,
 }
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -173,8 +173,9 @@ if triton is not None:
 
     @triton.jit
     def _key_bias(kvalid):
-        """0 at valid keys, -1e30 at the others: the scores' starting value, so that exp2 gives
-        the others exactly 0 with no select per score (finite: no NaN when none is valid)."""
+        """0 at valid keys, -1e30 (the reference's `_MASKED`) at the others: the scores'
+        starting value, so that exp2 gives the others exactly 0 with no select per score
+        (finite: no NaN when none is valid)."""
         return tl.where(kvalid, 0.0, -1.0e30)
 
     @triton.jit
@@ -426,8 +427,8 @@ if triton is not None:
         the column mask cm and zero outside them if CMASK), then ReLU (RELU), times the row's
         token mask tm[token] (TMASK), plus the residual r (RESID); x, r and y [B, T, N] with any
         strides. Row blocks pid, pid + G, ...: the weight, bias and column mask are loaded once
-        per program, not once per block (at N 1024 a block of 2 rows reads 8 KiB of x and r and
-        would read 12 KiB of them)."""
+        per program, not once per block (at N 1024 a block of 2 rows reads 8 KiB of x and r, and
+        12 KiB of weight, bias and mask)."""
         cols, cm, count = _ln_cols(cm_ptr, N, BN, CMASK)
         w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
         bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)

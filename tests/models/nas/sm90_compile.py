@@ -56,14 +56,19 @@ def cuobjdump(kernel, option: str) -> str | None:  # noqa: ANN001
         cubin.unlink()
 
 
-def compile_kernel(fn, types: dict[str, str], constexprs: dict[str, object],  # noqa: ANN001
-                   warps: int = 4, aligned: tuple[str, ...] = ()) -> tuple[int, int] | None:  # fmt: skip
-    """`compile_sm90`'s (registers, stack bytes) per thread, None without cuobjdump."""
-    res = cuobjdump(compile_sm90(fn, types, constexprs, warps, aligned), "-res-usage")
+def resource_usage(kernel) -> tuple[int, int] | None:  # noqa: ANN001
+    """A compiled kernel's (registers, stack bytes) per thread, None without cuobjdump."""
+    res = cuobjdump(kernel, "-res-usage")
     if res is None:
         return None
     fields = dict(f.split(":") for f in res.split() if f.startswith(("REG:", "STACK:")))
     return int(fields["REG"]), int(fields["STACK"])
+
+
+def compile_kernel(fn, types: dict[str, str], constexprs: dict[str, object],  # noqa: ANN001
+                   warps: int = 4, aligned: tuple[str, ...] = ()) -> tuple[int, int] | None:  # fmt: skip
+    """`compile_sm90`'s `resource_usage`."""
+    return resource_usage(compile_sm90(fn, types, constexprs, warps, aligned))
 
 
 def usage_text(usage: tuple[int, int] | None) -> str:
