@@ -179,26 +179,42 @@ if triton is not None:
         return tl.where(kvalid, 0.0, -1.0e30)
 
     @triton.jit
-    def _load_c(base, idx, s_t, mask):
-        """[C] fp32 vector base[idx * s_t] (0 masked), one column of a chunk of rows."""
-        return tl.load(base + idx * s_t, mask=mask, other=0.0).to(tl.float32)
+    def _load_c(base, idx, s_t, mask, MASK: tl.constexpr):
+        """[C] fp32 vector base[idx * s_t] (0 where not mask, if MASK), one column of a chunk of
+        rows."""
+        if MASK:
+            x = tl.load(base + idx * s_t, mask=mask, other=0.0)
+        else:
+            x = tl.load(base + idx * s_t)
+        return x.to(tl.float32)
+
+    @triton.jit
+    def _scores(kvalid, KC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr):
+        """A [KC, BT] score tile's starting value: the key bias if MASK, else 0."""
+        if MASK:
+            s = _key_bias(kvalid)[:, None] + tl.zeros([KC, BT], tl.float32)
+        else:
+            s = tl.zeros([KC, BT], tl.float32)
+        return s
 
     # Layout: tiles are [chunk, BT] with the BT rows this program owns (queries in the forward and
     # dq kernels, keys in the dk/dv kernel) along lanes and a chunk of the other side in each
     # thread's registers, so every softmax and gradient sum is a sum over registers (a reduction
     # across lanes costs log2(32) shuffles per element). Chunk vectors are broadcast loads.
+    # The forward and dq kernels run their full chunks with MASK off (no key bias, no load masks:
+    # 7-11% fewer instructions per chunk) and the last, partial chunk, if any, with MASK on.
 
     @triton.jit
     def _fwd_chunk(
         c, n, qt, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, m, den, acc,
-        D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr,
+        D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr,
     ):  # fmt: skip
         """Online-softmax update of (row max m, denominator den, acc [DP, BT]) by keys c..c+KC."""
         kj = c + tl.arange(0, KC)
         kvalid = kj < n
-        s = _key_bias(kvalid)[:, None] + tl.zeros([KC, BT], tl.float32)
+        s = _scores(kvalid, KC, BT, MASK)
         for d in tl.static_range(D):
-            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
+            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid, MASK)
             s += kd[:, None] * _column(qt, dd, d)[None, :]
         m_new = tl.maximum(m, tl.max(s, 0))
         alpha = tl.exp2(m - m_new)
@@ -206,29 +222,29 @@ if triton is not None:
         den = den * alpha + tl.sum(p, 0)
         acc = acc * alpha[None, :]
         for d in tl.static_range(D):
-            vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid)
+            vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid, MASK)
             acc = _put(acc, dd, d, tl.sum(p * vd[:, None], 0))
         return m_new, den, acc
 
     @triton.jit
     def _dq_chunk(
         c, n, qt, dot, delta, lse, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, dq,
-        D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr,
+        D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr,
     ):  # fmt: skip
         """dq [DP, BT] plus dS K over keys c..c+KC (dS = P (dO V^T - delta), unscaled)."""
         kj = c + tl.arange(0, KC)
         kvalid = kj < n
-        s = _key_bias(kvalid)[:, None] + tl.zeros([KC, BT], tl.float32)
+        s = _scores(kvalid, KC, BT, MASK)
         dp = tl.zeros([KC, BT], tl.float32)
         for d in tl.static_range(D):
-            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
-            vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid)
+            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid, MASK)
+            vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid, MASK)
             s += kd[:, None] * _column(qt, dd, d)[None, :]
             dp += vd[:, None] * _column(dot, dd, d)[None, :]
         p = tl.exp2(s - lse[None, :])  # 0 at invalid keys; ds 0 at invalid queries (dO = 0)
         ds = p * (dp - delta[None, :])
         for d in tl.static_range(D):
-            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
+            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid, MASK)
             dq = _put(dq, dd, d, tl.sum(ds * kd[:, None], 0))
         return dq
 
@@ -236,7 +252,7 @@ if triton is not None:
     def _dkdv_chunk(
         c, n, kt, vt, kvalid, dd, q_base, do_base, lse_ptr, delta_ptr, pid,
         sq_t, sq_d, sdo_t, sdo_d, dk, dv,
-        D: tl.constexpr, QC: tl.constexpr, BT: tl.constexpr,
+        D: tl.constexpr, QC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr,
     ):  # fmt: skip
         """(dk, dv) [DP, BT] plus dS^T Q (unscaled) and P^T dO over queries c..c+QC."""
         qi = c + tl.arange(0, QC)
@@ -247,15 +263,15 @@ if triton is not None:
         s = _key_bias(kvalid)[None, :] + tl.zeros([QC, BT], tl.float32)
         dp = tl.zeros([QC, BT], tl.float32)
         for d in tl.static_range(D):
-            qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
-            dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid)
+            qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid, MASK)
+            dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid, MASK)
             s += qd[:, None] * _column(kt, dd, d)[None, :]
             dp += dod[:, None] * _column(vt, dd, d)[None, :]
         p = tl.exp2(s - lse[:, None])  # 0 at invalid keys; no term at invalid queries (dO = 0)
         ds = p * (dp - delta[:, None])
         for d in tl.static_range(D):
-            qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
-            dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid)
+            qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid, MASK)
+            dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid, MASK)
             dv = _put(dv, dd, d, tl.sum(p * dod[:, None], 0))
             dk = _put(dk, dd, d, tl.sum(ds * qd[:, None], 0))
         return dk, dv
@@ -286,9 +302,14 @@ if triton is not None:
         m = tl.full([BT], float("-inf"), tl.float32)
         den = tl.zeros([BT], tl.float32)
         acc = tl.zeros([DP, BT], tl.float32)
-        for c in range(0, n, KC):  # chunks past t_valid are skipped
+        full = n - n % KC  # chunks past t_valid are skipped
+        for c in range(0, full, KC):
             m, den, acc = _fwd_chunk(
-                c, n, qt, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, m, den, acc, D, KC, BT
+                c, n, qt, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, m, den, acc, D, KC, BT, False
+            )
+        for c in range(full, n, KC):
+            m, den, acc = _fwd_chunk(
+                c, n, qt, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, m, den, acc, D, KC, BT, True
             )
         den = tl.maximum(den, 1.0)  # >= 1 anyway on valid rows (the max term is 1)
         inv = tl.where(qvalid, 1.0 / den, 0.0)  # rows >= t_valid come out exactly 0
@@ -330,10 +351,16 @@ if triton is not None:
         tl.store(delta_ptr + row, delta)
         lse = tl.load(lse_ptr + row)
         dq = tl.zeros([DP, BT], tl.float32)
-        for c in range(0, n, KC):  # chunks past t_valid are skipped
+        full = n - n % KC  # chunks past t_valid are skipped
+        for c in range(0, full, KC):
             dq = _dq_chunk(
                 c, n, qt, dot, delta, lse, dd, k_base, v_base,
-                sk_t, sk_d, sv_t, sv_d, dq, D, KC, BT,
+                sk_t, sk_d, sv_t, sv_d, dq, D, KC, BT, False,
+            )  # fmt: skip
+        for c in range(full, n, KC):
+            dq = _dq_chunk(
+                c, n, qt, dot, delta, lse, dd, k_base, v_base,
+                sk_t, sk_d, sv_t, sv_d, dq, D, KC, BT, True,
             )  # fmt: skip
         dq_base = dq_ptr + b * sg_b + h * sg_h
         _store_t(dq_base, qi, sg_t, sg_d, dd, qi < T, dq * sm_scale, D)
@@ -365,10 +392,11 @@ if triton is not None:
         vt = _load_t(v_ptr + b * sv_b + h * sv_h, kj, sv_t, sv_d, dd, kvalid, D)
         dk = tl.zeros([DP, BT], tl.float32)
         dv = tl.zeros([DP, BT], tl.float32)
+        # one loop, masked: unmasked full chunks issue as many instructions here (Triton 3.6)
         for c in range(0, n, QC):  # chunks past t_valid are skipped
             dk, dv = _dkdv_chunk(
                 c, n, kt, vt, kvalid, dd, q_base, do_base, lse_ptr, delta_ptr, pid,
-                sq_t, sq_d, sdo_t, sdo_d, dk, dv, D, QC, BT,
+                sq_t, sq_d, sdo_t, sdo_d, dk, dv, D, QC, BT, True,
             )  # fmt: skip
         g = b * sg_b + h * sg_h
         _store_t(dv_ptr + g, kj, sg_t, sg_d, dd, kj < T, dv, D)
@@ -543,11 +571,22 @@ def _block_t(t: int) -> int:
     return max(16, _pow2(t))
 
 
-def _attn_launch(bt: int) -> dict[str, int]:
-    """Chunk size and warps for a BT tile (rows on lanes, chunks of 32 in registers)."""
+# Register caps of the forward and dq kernels by tile side: their two loops (full chunks
+# unmasked, the partial one masked) make ptxas take more registers than their one masked loop
+# took (Triton 3.6, sm_90, at BT 64: forward 128 -> 167, dq 96 -> 127; BT 32: 71 -> 79, 72 -> 80),
+# which would leave fewer warps per SM; capped at the one loop's, the full chunks issue as few
+# instructions (forward 710 at BT 64 uncapped 709) and nothing spills (sm90_compile.py checks).
+_ATTN_MAXNREG = {("forward", 32): 72, ("dq", 32): 72, ("forward", 64): 128, ("dq", 64): 96}
+
+
+def _attn_launch(bt: int, kernel: str) -> dict[str, int]:
+    """Chunk size, warps and register cap (None: ptxas's choice) of attention kernel `kernel`
+    ("forward", "dq", "dkdv") for a BT tile (rows on lanes, chunks of 32 in registers)."""
+    kc = min(bt, KERNELS["attn_chunk"] or 32)
     return {
-        "KC": min(bt, KERNELS["attn_chunk"] or 32),
+        "KC": kc,
         "num_warps": KERNELS["attn_warps"] or max(1, bt // 64),
+        "maxnreg": _ATTN_MAXNREG.get((kernel, bt)) if kc == 32 else None,
     }
 
 
@@ -580,7 +619,7 @@ def _attn_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t_valid: An
     _attn_fwd_kernel[(b * h,)](
         q, k, v, o, lse, tv_args[0], tv_args[1], t, h, _LOG2E / math.sqrt(d),
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-        D=d, DP=_pow2(d), BT=bt, TV_PTR=tv_args[2], **_attn_launch(bt),
+        D=d, DP=_pow2(d), BT=bt, TV_PTR=tv_args[2], **_attn_launch(bt, "forward"),
     )  # fmt: skip
     return o, lse, tv_args
 
@@ -595,13 +634,13 @@ def _attn_backward(
     delta = torch.empty_like(lse)
     tv_ptr, tv, has_ptr = tv_args
     consts = {"D": d, "DP": _pow2(d), "BT": bt, "TV_PTR": has_ptr}
-    launch = _attn_launch(bt)
     scales = (_LOG2E / math.sqrt(d), 1.0 / math.sqrt(d))
     _attn_bwd_dq_kernel[(b * h,)](
         q, k, v, o, do, lse, delta, dq, tv_ptr, tv, t, h, *scales,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(), *do.stride(), *dq.stride(),
-        **consts, **launch,
+        **consts, **_attn_launch(bt, "dq"),
     )  # fmt: skip
+    launch = _attn_launch(bt, "dkdv")
     _attn_bwd_dkdv_kernel[(b * h,)](
         q, k, v, do, lse, delta, dk, dv, tv_ptr, tv, t, h, *scales,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(),
