@@ -189,12 +189,13 @@ if triton is not None:
         return x.to(tl.float32)
 
     @triton.jit
-    def _scores(kvalid, KC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr):
-        """A [KC, BT] score tile's starting value: the key bias if MASK, else 0."""
+    def _start(row, kvalid, KC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr):
+        """A [KC, BT] tile's starting value: row [BT] broadcast over the chunk, plus the key
+        bias if MASK. Each product sum starts from it, so its first multiply-add absorbs it
+        (row values are computed once per lane, not per element)."""
+        s = row[None, :] + tl.zeros([KC, BT], tl.float32)
         if MASK:
-            s = _key_bias(kvalid)[:, None] + tl.zeros([KC, BT], tl.float32)
-        else:
-            s = tl.zeros([KC, BT], tl.float32)
+            s += _key_bias(kvalid)[:, None]
         return s
 
     # Layout: tiles are [chunk, BT] with the BT rows this program owns (queries in the forward and
@@ -212,7 +213,7 @@ if triton is not None:
         """Online-softmax update of (row max m, denominator den, acc [DP, BT]) by keys c..c+KC."""
         kj = c + tl.arange(0, KC)
         kvalid = kj < n
-        s = _scores(kvalid, KC, BT, MASK)
+        s = _start(tl.zeros([BT], tl.float32), kvalid, KC, BT, MASK)
         for d in tl.static_range(D):
             kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid, MASK)
             s += kd[:, None] * _column(qt, dd, d)[None, :]
@@ -231,18 +232,19 @@ if triton is not None:
         c, n, qt, dot, delta, lse, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, dq,
         D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr,
     ):  # fmt: skip
-        """dq [DP, BT] plus dS K over keys c..c+KC (dS = P (dO V^T - delta), unscaled)."""
+        """dq [DP, BT] plus dS K over keys c..c+KC (dS = P (dO V^T - delta), unscaled); s
+        starts from -lse and dp from -delta, so neither costs a subtraction per score."""
         kj = c + tl.arange(0, KC)
         kvalid = kj < n
-        s = _scores(kvalid, KC, BT, MASK)
-        dp = tl.zeros([KC, BT], tl.float32)
+        s = _start(-lse, kvalid, KC, BT, MASK)
+        dp = _start(-delta, kvalid, KC, BT, False)
         for d in tl.static_range(D):
             kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid, MASK)
             vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid, MASK)
             s += kd[:, None] * _column(qt, dd, d)[None, :]
             dp += vd[:, None] * _column(dot, dd, d)[None, :]
-        p = tl.exp2(s - lse[None, :])  # 0 at invalid keys; ds 0 at invalid queries (dO = 0)
-        ds = p * (dp - delta[None, :])
+        p = tl.exp2(s)  # 0 at invalid keys; ds 0 at invalid queries (dO = 0)
+        ds = p * dp
         for d in tl.static_range(D):
             kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid, MASK)
             dq = _put(dq, dd, d, tl.sum(ds * kd[:, None], 0))
@@ -254,21 +256,21 @@ if triton is not None:
         sq_t, sq_d, sdo_t, sdo_d, dk, dv,
         D: tl.constexpr, QC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr,
     ):  # fmt: skip
-        """(dk, dv) [DP, BT] plus dS^T Q (unscaled) and P^T dO over queries c..c+QC."""
+        """(dk, dv) [DP, BT] plus dS^T Q (unscaled) and P^T dO over queries c..c+QC; s starts
+        from -lse and dp from -delta. Invalid keys get no bias: their lanes' sums are discarded
+        by the kernel's store (each lane's sums are its own key's)."""
         qi = c + tl.arange(0, QC)
         qvalid = qi < n
         row = pid.to(tl.int64) * BT + qi
-        lse = tl.load(lse_ptr + row)
-        delta = tl.load(delta_ptr + row)
-        s = _key_bias(kvalid)[None, :] + tl.zeros([QC, BT], tl.float32)
-        dp = tl.zeros([QC, BT], tl.float32)
+        s = -tl.load(lse_ptr + row)[:, None] + tl.zeros([QC, BT], tl.float32)
+        dp = -tl.load(delta_ptr + row)[:, None] + tl.zeros([QC, BT], tl.float32)
         for d in tl.static_range(D):
             qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid, MASK)
             dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid, MASK)
             s += qd[:, None] * _column(kt, dd, d)[None, :]
             dp += dod[:, None] * _column(vt, dd, d)[None, :]
-        p = tl.exp2(s - lse[:, None])  # 0 at invalid keys; no term at invalid queries (dO = 0)
-        ds = p * (dp - delta[:, None])
+        p = tl.exp2(s)  # no term at invalid queries (q = dO = 0, lse = delta = 0)
+        ds = p * dp
         for d in tl.static_range(D):
             qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid, MASK)
             dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid, MASK)
@@ -399,8 +401,11 @@ if triton is not None:
                 sq_t, sq_d, sdo_t, sdo_d, dk, dv, D, QC, BT, True,
             )  # fmt: skip
         g = b * sg_b + h * sg_h
+        # keys >= t_valid: 0 (their sums ran without a key bias, see _dkdv_chunk)
+        dv = tl.where(kvalid[None, :], dv, 0.0)
+        dk = tl.where(kvalid[None, :], dk * sm_scale, 0.0)
         _store_t(dv_ptr + g, kj, sg_t, sg_d, dd, kj < T, dv, D)
-        _store_t(dk_ptr + g, kj, sg_t, sg_d, dd, kj < T, dk * sm_scale, D)
+        _store_t(dk_ptr + g, kj, sg_t, sg_d, dd, kj < T, dk, D)
 
     @triton.jit
     def _row_offsets(rows, T, cols, s_b, s_t, s_n):
