@@ -137,6 +137,19 @@ def layer_norm_reference(
 # --------------------------------------------------------------------------------------------
 
 if triton is not None:
+    # bf16 -> fp32 as one PTX instruction per element (the interpreter runs no PTX)
+    _PTX_BF16: tl.constexpr = tl.constexpr(not _INTERPRET)
+
+    @triton.jit
+    def _f32(x):
+        """x as fp32. bf16 is widened by PTX's cvt (exact, like .to): an extension op would have
+        Triton move a following layout conversion (the chunks' broadcast through shared memory)
+        in front of it, so every lane would widen every element it reads instead of its own."""
+        if _PTX_BF16 and x.dtype == tl.bfloat16:
+            return tl.inline_asm_elementwise(
+                "cvt.f32.bf16 $0, $1;", "=r,h", [x], dtype=tl.float32, is_pure=True, pack=1
+            )
+        return x.to(tl.float32)
 
     @triton.jit
     def _valid_len(tv_ptr, tv, T, TV_PTR: tl.constexpr):
@@ -186,7 +199,7 @@ if triton is not None:
             x = tl.load(base + idx * s_t, mask=mask, other=0.0)
         else:
             x = tl.load(base + idx * s_t)
-        return x.to(tl.float32)
+        return _f32(x)
 
     @triton.jit
     def _start(row, kvalid, KC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr):
@@ -576,12 +589,17 @@ def _block_t(t: int) -> int:
     return max(16, _pow2(t))
 
 
-# Register caps of the forward and dq kernels by tile side: their two loops (full chunks
-# unmasked, the partial one masked) make ptxas take more registers than their one masked loop
-# took (Triton 3.6, sm_90, at BT 64: forward 128 -> 167, dq 96 -> 127; BT 32: 71 -> 79, 72 -> 80),
-# which would leave fewer warps per SM; capped at the one loop's, the full chunks issue as few
-# instructions (forward 710 at BT 64 uncapped 709) and nothing spills (sm90_compile.py checks).
-_ATTN_MAXNREG = {("forward", 32): 72, ("dq", 32): 72, ("forward", 64): 128, ("dq", 64): 96}
+# Register caps of the attention kernels by (kernel, tile side), at chunks of 32. ptxas (Triton
+# 3.6, sm_90, as launched) takes more registers for the forward's and dq's two loops (full chunks
+# unmasked, the partial one masked) and for operands widened before the chunks' broadcast (see
+# _f32) than it took before either change (BT 64: forward 128, dq 96, dk/dv 128; BT 32: 71, 72,
+# 96), which leaves fewer one-warp programs per SM (up to 168 at BT 64). Capped near the old
+# counts, the full chunks issue within 1% of the uncapped instructions and nothing spills (dq at
+# BT 32 and dk/dv at 64 spill 8 bytes at the old 72 and 128, so they get 80 and 136).
+_ATTN_MAXNREG = {
+    ("forward", 32): 72, ("dq", 32): 80, ("dkdv", 32): 112,
+    ("forward", 64): 128, ("dq", 64): 96, ("dkdv", 64): 136,
+}
 
 
 def _attn_launch(bt: int, kernel: str) -> dict[str, int]:
