@@ -206,7 +206,7 @@ if triton is not None:
         """A [KC, BT] tile's starting value: row [BT] broadcast over the chunk, plus the key
         bias if MASK. Each product sum starts from it, so its first multiply-add absorbs it
         (row values are computed once per lane, not per element)."""
-        s = row[None, :] + tl.zeros([KC, BT], tl.float32)
+        s = tl.broadcast_to(row[None, :], [KC, BT])
         if MASK:
             s += _key_bias(kvalid)[:, None]
         return s
@@ -242,15 +242,15 @@ if triton is not None:
 
     @triton.jit
     def _dq_chunk(
-        c, n, qt, dot, delta, lse, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, dq,
+        c, n, qt, dot, ndelta, nlse, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, dq,
         D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr,
     ):  # fmt: skip
         """dq [DP, BT] plus dS K over keys c..c+KC (dS = P (dO V^T - delta), unscaled); s
         starts from -lse and dp from -delta, so neither costs a subtraction per score."""
         kj = c + tl.arange(0, KC)
         kvalid = kj < n
-        s = _start(-lse, kvalid, KC, BT, MASK)
-        dp = _start(-delta, kvalid, KC, BT, False)
+        s = _start(nlse, kvalid, KC, BT, MASK)
+        dp = _start(ndelta, kvalid, KC, BT, False)
         for d in tl.static_range(D):
             kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid, MASK)
             vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid, MASK)
@@ -265,7 +265,7 @@ if triton is not None:
 
     @triton.jit
     def _dkdv_chunk(
-        c, n, kt, vt, kvalid, dd, q_base, do_base, lse_ptr, delta_ptr, pid,
+        c, n, kt, vt, kvalid, dd, q_base, do_base, nlse_ptr, ndelta_ptr, pid,
         sq_t, sq_d, sdo_t, sdo_d, dk, dv,
         D: tl.constexpr, QC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr,
     ):  # fmt: skip
@@ -275,8 +275,8 @@ if triton is not None:
         qi = c + tl.arange(0, QC)
         qvalid = qi < n
         row = pid.to(tl.int64) * BT + qi
-        s = -tl.load(lse_ptr + row)[:, None] + tl.zeros([QC, BT], tl.float32)
-        dp = -tl.load(delta_ptr + row)[:, None] + tl.zeros([QC, BT], tl.float32)
+        s = tl.broadcast_to(tl.load(nlse_ptr + row)[:, None], [QC, BT])
+        dp = tl.broadcast_to(tl.load(ndelta_ptr + row)[:, None], [QC, BT])
         for d in tl.static_range(D):
             qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid, MASK)
             dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid, MASK)
@@ -293,7 +293,7 @@ if triton is not None:
 
     @triton.jit
     def _attn_fwd_kernel(
-        q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, tv_ptr,
+        q_ptr, k_ptr, v_ptr, o_ptr, nlse_ptr, tv_ptr,
         tv, T, H, qk_scale,
         sq_b, sq_h, sq_t, sq_d,
         sk_b, sk_h, sk_t, sk_d,
@@ -303,7 +303,8 @@ if triton is not None:
         TV_PTR: tl.constexpr,
     ):  # fmt: skip
         """One (b, h) per program: o = softmax(s) v over key chunks of KC (online softmax) and
-        lse = log2(sum(exp2(s))) per query, s = q k^T * qk_scale in log2 units."""
+        -lse per query into nlse_ptr, lse = log2(sum(exp2(s))), s = q k^T * qk_scale in log2
+        units (negated, so the backward's score sums start from it)."""
         pid = tl.program_id(0)
         b = (pid // H).to(tl.int64)
         h = (pid % H).to(tl.int64)
@@ -330,13 +331,13 @@ if triton is not None:
         inv = tl.where(qvalid, 1.0 / den, 0.0)  # rows >= t_valid come out exactly 0
         o_base = o_ptr + b * so_b + h * so_h
         _store_t(o_base, qi, so_t, so_d, dd, qi < T, acc * inv[None, :], D)
-        # lse 0 on masked rows keeps exp2(s - lse) finite there in the backward
-        lse = tl.where(qvalid, m + tl.log2(den), 0.0)
-        tl.store(lse_ptr + pid.to(tl.int64) * BT + qi, lse)
+        # 0 on masked rows keeps exp2(s - lse) finite there in the backward
+        nlse = tl.where(qvalid, -(m + tl.log2(den)), 0.0)
+        tl.store(nlse_ptr + pid.to(tl.int64) * BT + qi, nlse)
 
     @triton.jit
     def _attn_bwd_dq_kernel(
-        q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, tv_ptr,
+        q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, nlse_ptr, ndelta_ptr, dq_ptr, tv_ptr,
         tv, T, H, qk_scale, sm_scale,
         sq_b, sq_h, sq_t, sq_d,
         sk_b, sk_h, sk_t, sk_d,
@@ -347,8 +348,9 @@ if triton is not None:
         D: tl.constexpr, DP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
         TV_PTR: tl.constexpr,
     ):  # fmt: skip
-        """One (b, h) per program, queries on lanes: delta = rowsum(dO * O) (stored for the dk/dv
-        kernel) and dq = sm_scale * sum over key chunks of dS K, dS = P (dO V^T - delta)."""
+        """One (b, h) per program, queries on lanes: delta = rowsum(dO * O) (-delta stored for
+        the dk/dv kernel) and dq = sm_scale * sum over key chunks of dS K,
+        dS = P (dO V^T - delta)."""
         pid = tl.program_id(0)
         b = (pid // H).to(tl.int64)
         h = (pid % H).to(tl.int64)
@@ -361,20 +363,20 @@ if triton is not None:
         qt = _load_t(q_ptr + b * sq_b + h * sq_h, qi, sq_t, sq_d, dd, qvalid, D) * qk_scale
         dot = _load_t(do_ptr + b * sdo_b + h * sdo_h, qi, sdo_t, sdo_d, dd, qvalid, D)
         ot = _load_t(o_ptr + b * so_b + h * so_h, qi, so_t, so_d, dd, qvalid, D)
-        delta = tl.sum(dot * ot, 0)
+        ndelta = -tl.sum(dot * ot, 0)
         row = pid.to(tl.int64) * BT + qi
-        tl.store(delta_ptr + row, delta)
-        lse = tl.load(lse_ptr + row)
+        tl.store(ndelta_ptr + row, ndelta)
+        nlse = tl.load(nlse_ptr + row)
         dq = tl.zeros([DP, BT], tl.float32)
         full = n - n % KC  # chunks past t_valid are skipped
         for c in range(0, full, KC):
             dq = _dq_chunk(
-                c, n, qt, dot, delta, lse, dd, k_base, v_base,
+                c, n, qt, dot, ndelta, nlse, dd, k_base, v_base,
                 sk_t, sk_d, sv_t, sv_d, dq, D, KC, BT, False,
             )  # fmt: skip
         for c in range(full, n, KC):
             dq = _dq_chunk(
-                c, n, qt, dot, delta, lse, dd, k_base, v_base,
+                c, n, qt, dot, ndelta, nlse, dd, k_base, v_base,
                 sk_t, sk_d, sv_t, sv_d, dq, D, KC, BT, True,
             )  # fmt: skip
         dq_base = dq_ptr + b * sg_b + h * sg_h
@@ -382,7 +384,7 @@ if triton is not None:
 
     @triton.jit
     def _attn_bwd_dkdv_kernel(
-        q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, tv_ptr,
+        q_ptr, k_ptr, v_ptr, do_ptr, nlse_ptr, ndelta_ptr, dk_ptr, dv_ptr, tv_ptr,
         tv, T, H, qk_scale, sm_scale,
         sq_b, sq_h, sq_t, sq_d,
         sk_b, sk_h, sk_t, sk_d,
@@ -410,7 +412,7 @@ if triton is not None:
         # one loop, masked: unmasked full chunks issue as many instructions here (Triton 3.6)
         for c in range(0, n, QC):  # chunks past t_valid are skipped
             dk, dv = _dkdv_chunk(
-                c, n, kt, vt, kvalid, dd, q_base, do_base, lse_ptr, delta_ptr, pid,
+                c, n, kt, vt, kvalid, dd, q_base, do_base, nlse_ptr, ndelta_ptr, pid,
                 sq_t, sq_d, sdo_t, sdo_d, dk, dv, D, QC, BT, True,
             )  # fmt: skip
         g = b * sg_b + h * sg_h
@@ -633,39 +635,39 @@ def _pow2(n: int) -> int:
 
 
 def _attn_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t_valid: Any) -> tuple:
-    """The forward kernel: (o token-major [B, H, T, D], lse, t_valid kernel arguments)."""
+    """The forward kernel: (o token-major [B, H, T, D], -lse per row, t_valid kernel arguments)."""
     b, h, t, d = q.shape
     bt = _block_t(t)
     o = _token_major(b, h, t, d, q)
-    lse = torch.empty((b * h, bt), dtype=torch.float32, device=q.device)
-    tv_args = _tv_args(t_valid, t, lse)
+    nlse = torch.empty((b * h, bt), dtype=torch.float32, device=q.device)
+    tv_args = _tv_args(t_valid, t, nlse)
     _attn_fwd_kernel[(b * h,)](
-        q, k, v, o, lse, tv_args[0], tv_args[1], t, h, _LOG2E / math.sqrt(d),
+        q, k, v, o, nlse, tv_args[0], tv_args[1], t, h, _LOG2E / math.sqrt(d),
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
         D=d, DP=_pow2(d), BT=bt, TV_PTR=tv_args[2], **_attn_launch(bt, "forward"),
     )  # fmt: skip
-    return o, lse, tv_args
+    return o, nlse, tv_args
 
 
 def _attn_backward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, do: torch.Tensor,
-    lse: torch.Tensor, tv_args: tuple, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor,
+    nlse: torch.Tensor, tv_args: tuple, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor,
 ) -> None:  # fmt: skip
     """The two backward kernels, writing dq, dk, dv ([B, H, T, D], any strides dk and dv share)."""
     b, h, t, d = q.shape
     bt = _block_t(t)
-    delta = torch.empty_like(lse)
+    ndelta = torch.empty_like(nlse)
     tv_ptr, tv, has_ptr = tv_args
     consts = {"D": d, "DP": _pow2(d), "BT": bt, "TV_PTR": has_ptr}
     scales = (_LOG2E / math.sqrt(d), 1.0 / math.sqrt(d))
     _attn_bwd_dq_kernel[(b * h,)](
-        q, k, v, o, do, lse, delta, dq, tv_ptr, tv, t, h, *scales,
+        q, k, v, o, do, nlse, ndelta, dq, tv_ptr, tv, t, h, *scales,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(), *do.stride(), *dq.stride(),
         **consts, **_attn_launch(bt, "dq"),
     )  # fmt: skip
     launch = _attn_launch(bt, "dkdv")
     _attn_bwd_dkdv_kernel[(b * h,)](
-        q, k, v, do, lse, delta, dk, dv, tv_ptr, tv, t, h, *scales,
+        q, k, v, do, nlse, ndelta, dk, dv, tv_ptr, tv, t, h, *scales,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(),
         **consts, QC=launch.pop("KC"), **launch,
     )  # fmt: skip
@@ -680,16 +682,16 @@ def _save_tv(ctx: Any, tv_args: tuple) -> tuple:
 class _FusedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t_valid: Any) -> Any:
-        o, lse, tv_args = _attn_forward(q, k, v, t_valid)
-        ctx.save_for_backward(q, k, v, o, lse, *_save_tv(ctx, tv_args))
+        o, nlse, tv_args = _attn_forward(q, k, v, t_valid)
+        ctx.save_for_backward(q, k, v, o, nlse, *_save_tv(ctx, tv_args))
         return o
 
     @staticmethod
     def backward(ctx: Any, do: torch.Tensor) -> Any:
-        q, k, v, o, lse, tv_ptr = ctx.saved_tensors
+        q, k, v, o, nlse, tv_ptr = ctx.saved_tensors
         b, h, t, d = q.shape
         dq, dk, dv = (_token_major(b, h, t, d, x) for x in (q, k, v))
-        _attn_backward(q, k, v, o, do, lse, (tv_ptr, ctx.tv, ctx.has_ptr), dq, dk, dv)
+        _attn_backward(q, k, v, o, do, nlse, (tv_ptr, ctx.tv, ctx.has_ptr), dq, dk, dv)
         return dq, dk, dv, None
 
 
@@ -705,20 +707,20 @@ class _FusedAttentionQKV(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, qkv: torch.Tensor, heads: int, t_valid: Any) -> Any:
-        o, lse, tv_args = _attn_forward(*_split_qkv(qkv, heads), t_valid)
+        o, nlse, tv_args = _attn_forward(*_split_qkv(qkv, heads), t_valid)
         ctx.heads = heads
-        ctx.save_for_backward(qkv, o, lse, *_save_tv(ctx, tv_args))
+        ctx.save_for_backward(qkv, o, nlse, *_save_tv(ctx, tv_args))
         b, h, t, d = o.shape
         return o.transpose(1, 2).reshape(b, t, h * d)  # token-major storage: a view
 
     @staticmethod
     def backward(ctx: Any, do: torch.Tensor) -> Any:
-        qkv, o, lse, tv_ptr = ctx.saved_tensors
+        qkv, o, nlse, tv_ptr = ctx.saved_tensors
         b, h, t, d = o.shape
         grad = torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
         dq, dk, dv = _split_qkv(grad, ctx.heads)
         do = do.reshape(b, t, h, d).transpose(1, 2)  # a view when do is token-major
-        _attn_backward(*_split_qkv(qkv, ctx.heads), o, do, lse, (tv_ptr, ctx.tv, ctx.has_ptr),
+        _attn_backward(*_split_qkv(qkv, ctx.heads), o, do, nlse, (tv_ptr, ctx.tv, ctx.has_ptr),
                        dq, dk, dv)  # fmt: skip
         return grad, None, None
 

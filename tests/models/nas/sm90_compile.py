@@ -156,14 +156,14 @@ def attention_launch(kernel: str, t: int) -> tuple:
     hstrides = lambda *ns: {f"{a}_{b}": "i64" for a in ns for b in "bhtd"}  # noqa: E731
     if kernel == "forward":
         fn = K._attn_fwd_kernel
-        ptrs, names = {**bf16("q", "k", "v", "o"), **f32("lse")}, (*heads, "so")
+        ptrs, names = {**bf16("q", "k", "v", "o"), **f32("nlse")}, (*heads, "so")
     elif kernel == "dq":
         fn = K._attn_bwd_dq_kernel
-        ptrs = {**bf16("q", "k", "v", "o", "do"), **f32("lse", "delta"), **bf16("dq")}
+        ptrs = {**bf16("q", "k", "v", "o", "do"), **f32("nlse", "ndelta"), **bf16("dq")}
         names = (*heads, "so", "sdo", "sg")
     else:
         fn = K._attn_bwd_dkdv_kernel
-        ptrs = {**bf16("q", "k", "v", "do"), **f32("lse", "delta"), **bf16("dk", "dv")}
+        ptrs = {**bf16("q", "k", "v", "do"), **f32("nlse", "ndelta"), **bf16("dk", "dv")}
         names = (*heads, "sdo", "sg")
     scale = {} if kernel == "forward" else {"sm_scale": "fp32"}
     types = {**ptrs, **base, **scale, **hstrides(*names)}
