@@ -142,13 +142,15 @@ if triton is not None:
 
     @triton.jit
     def _f32(x):
-        """x as fp32. bf16 is widened by PTX's cvt (exact, like .to): an extension op would have
-        Triton move a following layout conversion (the chunks' broadcast through shared memory)
-        in front of it, so every lane would widen every element it reads instead of its own."""
+        """x as fp32. bf16 is widened in PTX (its bits as the high half of an fp32: exact, like
+        .to, on any NVIDIA GPU): for an extension op Triton would move a following layout
+        conversion (the chunks' broadcast through shared memory) in front of it, so every lane
+        would widen every element it reads instead of its own."""
         if _PTX_BF16 and x.dtype == tl.bfloat16:
             return tl.inline_asm_elementwise(
-                "cvt.f32.bf16 $0, $1;", "=r,h", [x], dtype=tl.float32, is_pure=True, pack=1
-            )
+                "{ .reg .b16 z; mov.b16 z, 0; mov.b32 $0, {z, $1}; }", "=r,h", [x],
+                dtype=tl.float32, is_pure=True, pack=1,
+            )  # fmt: skip
         return x.to(tl.float32)
 
     @triton.jit
