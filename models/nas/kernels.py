@@ -218,7 +218,7 @@ if triton is not None:
     # thread's registers, so every softmax and gradient sum is a sum over registers (a reduction
     # across lanes costs log2(32) shuffles per element). Chunk vectors are broadcast loads.
     # The forward and dq kernels run their full chunks with MASK off (no key bias, no load masks:
-    # 7-11% fewer instructions per chunk) and the last, partial chunk, if any, with MASK on.
+    # 6-11% fewer instructions per chunk) and the last, partial chunk, if any, with MASK on.
 
     @triton.jit
     def _fwd_chunk(
