@@ -14,6 +14,16 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Session 15 (2026-12-06): not timed: no GPU was granted (19 requests refused, which spent the
+  session's device time). Changed, counted on the CPU machine (benchmarks/kernel_instructions.py,
+  sm_90 under Triton 3.6, instructions per full chunk at T 64, before -> after): attention
+  forward 765 -> 626, dq 863 -> 602, dk/dv 999 -> 787 (full chunks unmasked, the backward's sums
+  starting from -lse and -delta, bf16 widened before the chunks' shared-memory broadcast;
+  docs/models.md). If time scaled with instructions, session 13's ~1.28 ms of attention per
+  step (H100) would lose ~0.3 ms, 9.20 -> ~8.9 ms on the H100 and ~7.7 ms (~1.06M samples/s)
+  on the H200 at session 11's ratio: an estimate, not a measurement. The next GPU run: this
+  command for HEAD against cf69be7 (session 14's last commit) in one call, and
+  tests/models/nas/test_kernels.py on the GPU (the PTX widening runs only there).
 Measured 2026-12-06, session 14 (same settings; --command-steps 0 --full-steps 0 --paths 1;
   one H100 once, after 19 refused requests; no H200): commit f8ac1a4 890,318 samples/s
   (9.20 ms) against 828,847 (9.88 ms) for session 12's c611832 in the same call (+7.4%; this
