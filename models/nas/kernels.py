@@ -579,7 +579,9 @@ if triton is not None:
         for g0 in range(0, G, BG):
             r = g0 + tl.arange(0, BG)
             m = (r < G)[:, None] & (cols < C)[None, :]
-            acc += tl.load(part_ptr + r.to(tl.int64)[:, None] * C + cols[None, :], mask=m, other=0.0)
+            acc += tl.load(
+                part_ptr + r.to(tl.int64)[:, None] * C + cols[None, :], mask=m, other=0.0
+            )
         tl.store(out_ptr + cols, tl.sum(acc, 0), mask=cols < C)
 
 
@@ -600,10 +602,12 @@ def _block_t(t: int) -> int:
 # 96), which leaves fewer one-warp programs per SM (up to 168 at BT 64). Capped near the old
 # counts, the full chunks issue within 1% of the uncapped instructions and nothing spills (dq at
 # BT 32 and dk/dv at 64 spill 8 bytes at the old 72 and 128, so they get 80 and 136).
+# fmt: off
 _ATTN_MAXNREG = {
     ("forward", 32): 72, ("dq", 32): 80, ("dkdv", 32): 112,
     ("forward", 64): 128, ("dq", 64): 96, ("dkdv", 64): 136,
 }
+# fmt: on
 
 
 def _attn_launch(bt: int, kernel: str) -> dict[str, int]:
