@@ -427,8 +427,10 @@ if triton is not None:
     @triton.jit
     def _row_offsets(rows, T, cols, s_b, s_t, s_n):
         """Offsets of rows x cols of a [B, T, N] tensor with strides (s_b, s_t, s_n), row r
-        being (r // T, r % T)."""
-        return ((rows // T) * s_b + (rows % T) * s_t)[:, None] + cols[None, :] * s_n
+        being (r // T, r % T): int32 rows (the division by a runtime T is a 64-bit routine on
+        int64, 6-13% of the LayerNorm kernels' instructions), int64 offsets."""
+        row = (rows // T).to(tl.int64) * s_b + (rows % T).to(tl.int64) * s_t
+        return row[:, None] + cols[None, :] * s_n
 
     @triton.jit
     def _ln_cols(cm_ptr, N: tl.constexpr, BN: tl.constexpr, CMASK: tl.constexpr):
@@ -450,7 +452,7 @@ if triton is not None:
     ):  # fmt: skip
         """Row block `blk` of x viewed as [M = B * T rows, N] through its [B, T, N] strides: row
         indices, element mask and the block in x's dtype (0 outside the mask)."""
-        rows = tl.arange(0, ROWS).to(tl.int64) + blk * ROWS
+        rows = tl.arange(0, ROWS) + blk * ROWS  # int32: at most _LN_MAX_ROWS rows
         cols = tl.arange(0, BN)
         mask = (rows < M)[:, None] & (cols < N)[None, :]
         offs = _row_offsets(rows, T, cols, sx_b, sx_t, sx_n)
@@ -777,6 +779,9 @@ def fused_attention_qkv(
 # (tests/models/nas/sm90_compile.py compiles them so and checks that none spills).
 LN_ELEMS_PER_THREAD = 16
 LN_BWD_ELEMS_PER_THREAD = 8
+# Rows the LayerNorm kernels take (they index rows in int32; a program's load-ahead reaches up to
+# about twice the row count); more go to the reference path.
+_LN_MAX_ROWS = 2**30
 
 
 def _ln_launch(n: int, backward: bool = False) -> tuple[int, int, int]:
@@ -959,7 +964,7 @@ def token_layer_norm(
     if token_mask is not None and (x.dim() < 2 or token_mask.shape != (x.shape[-2],)):
         raise ValueError(f"token_mask must be [{x.shape[-2] if x.dim() > 1 else 1}], "
                          f"got {tuple(token_mask.shape)}")  # fmt: skip
-    if not _use_triton(x) or x.numel() == 0 or n > 128:
+    if not _use_triton(x) or x.numel() == 0 or n > 128 or x.numel() // n > _LN_MAX_ROWS:
         y = layer_norm_reference(x, weight, bias, eps)
         y = F.relu(y) if relu else y
         return y if token_mask is None else y * token_mask[:, None].to(y.dtype)
@@ -1003,7 +1008,7 @@ def masked_layer_norm(
         raise ValueError(f"residual must be {tuple(y.shape)}, got {tuple(residual.shape)}")
     if out is not None and (out.shape != y.shape or out.requires_grad):
         raise ValueError(f"out must be a {tuple(y.shape)} tensor without autograd history")
-    if not _use_triton(y) or y.numel() == 0 or n > 1024:
+    if not _use_triton(y) or y.numel() == 0 or n > 1024 or y.numel() // n > _LN_MAX_ROWS:
         return masked_layer_norm_reference(y, weight, bias, mask, eps, relu, out_dtype, residual)
     return _RowLayerNorm.apply(y, weight, bias, residual, float(eps), relu, None, mask,
                                out_dtype, [] if out is None else [out])  # fmt: skip

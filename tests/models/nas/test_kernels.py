@@ -246,6 +246,22 @@ def test_token_layer_norm_fp32(K, monkeypatch, shape, rows):
         torch.testing.assert_close(gr, wg, **FP32)
 
 
+def test_layer_norms_past_the_row_limit_use_the_reference(K, monkeypatch):
+    """Past _LN_MAX_ROWS rows (the kernels index rows in int32) both LayerNorms take the
+    reference path: here the limit is lowered to 5 rows, and the kernel path would raise."""
+    monkeypatch.setattr(K, "_LN_MAX_ROWS", 5)
+
+    def no_kernel(*args):
+        raise AssertionError("the kernel path ran")
+
+    monkeypatch.setattr(K._RowLayerNorm, "apply", no_kernel)
+    x, w, b = (torch.randn(s, device=DEV) for s in ((2, 3, 16), 16, 16))
+    torch.testing.assert_close(K.token_layer_norm(x, w, b), layer_norm_reference(x, w, b))
+    mask = torch.ones(16, device=DEV)
+    want = K.masked_layer_norm_reference(x, w, b, mask, 1e-5, False, None)
+    torch.testing.assert_close(K.masked_layer_norm(x, w, b, mask), want)
+
+
 @pytest.mark.parametrize("n", [16, 128])
 def test_token_layer_norm_bf16(K, n):
     g = torch.Generator().manual_seed(0)
