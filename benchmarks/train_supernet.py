@@ -19,9 +19,10 @@ Session 15 (2026-12-06): not timed: no GPU was granted (19 requests refused, whi
   sm_90 under Triton 3.6, instructions per full chunk at T 64, before -> after): attention
   forward 765 -> 626, dq 863 -> 602, dk/dv 999 -> 787 (full chunks unmasked, the backward's sums
   starting from -lse and -delta, bf16 widened before the chunks' shared-memory broadcast;
-  docs/models.md). If time scaled with instructions, session 13's ~1.28 ms of attention per
-  step (H100) would lose ~0.3 ms, 9.20 -> ~8.9 ms on the H100 and ~7.7 ms (~1.06M samples/s)
-  on the H200 at session 11's ratio: an estimate, not a measurement. The next GPU run: this
+  docs/models.md); the LayerNorm kernels' row division in int32, 6-13% fewer instructions per
+  row block. If time scaled with instructions, session 13's ~1.28 ms of attention per step
+  (H100) would lose ~0.3 ms, 9.20 -> ~8.9 ms on the H100 and ~7.7 ms (~1.06M samples/s) on the
+  H200 at session 11's ratio: an estimate, not a measurement. The next GPU run: this
   command for HEAD against cf69be7 (session 14's last commit) in one call, and
   tests/models/nas/test_kernels.py on the GPU (the PTX widening runs only there).
 Measured 2026-12-06, session 14 (same settings; --command-steps 0 --full-steps 0 --paths 1;
