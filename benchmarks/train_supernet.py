@@ -342,6 +342,7 @@ SWITCH_VALUES = {
     "compile": ("static.MASKED_LN", ("auto", "eager")),  # every compiled function
     "row_grad": ("optim.ROW_GRAD", ("auto", "off")),  # the stem's row gradients
     "ln_kernel": ("static.LN_KERNEL", ("triton", "compiled")),  # the masked LayerNorm's kernel
+    "attn_regs": ("kernels.ATTN_REGS", ("capped", "ptxas")),  # attention's register caps
 }
 
 

@@ -610,16 +610,20 @@ _ATTN_MAXNREG = {
     ("forward", 64): 128, ("dq", 64): 96, ("dkdv", 64): 136,
 }
 # fmt: on
+# "capped": the caps above; "ptxas": ptxas's own register counts (an A/B switch of
+# benchmarks/train_supernet.py, untimed so far)
+ATTN_REGS: dict[str, str] = {"impl": "capped"}
 
 
 def _attn_launch(bt: int, kernel: str) -> dict[str, int]:
     """Chunk size, warps and register cap (None: ptxas's choice) of attention kernel `kernel`
     ("forward", "dq", "dkdv") for a BT tile (rows on lanes, chunks of 32 in registers)."""
     kc = min(bt, KERNELS["attn_chunk"] or 32)
+    capped = kc == 32 and ATTN_REGS["impl"] == "capped"
     return {
         "KC": kc,
         "num_warps": KERNELS["attn_warps"] or max(1, bt // 64),
-        "maxnreg": _ATTN_MAXNREG.get((kernel, bt)) if kc == 32 else None,
+        "maxnreg": _ATTN_MAXNREG.get((kernel, bt)) if capped else None,
     }
 
 
