@@ -433,9 +433,12 @@ if triton is not None:
         return row[:, None] + cols[None, :] * s_n
 
     @triton.jit
-    def _ln_cols(cm_ptr, N: tl.constexpr, BN: tl.constexpr, CMASK: tl.constexpr):
-        """(column indices, [BN] fp32 column weights, their sum): with CMASK the column mask
-        cm (1 inside the LayerNorm, 0 outside), else 1 on the N columns."""
+    def _ln_params(
+        w_ptr, b_ptr, cm_ptr, N: tl.constexpr, BN: tl.constexpr, CMASK: tl.constexpr
+    ):  # fmt: skip
+        """(column indices, [BN] fp32 column weights, their sum, fp32 weight, fp32 bias), once
+        per program: the column weights are the column mask cm with CMASK (1 inside the
+        LayerNorm, 0 outside), else 1 on the N columns."""
         cols = tl.arange(0, BN)
         if CMASK:
             cm = tl.load(cm_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
@@ -443,7 +446,9 @@ if triton is not None:
         else:
             cm = (cols < N).to(tl.float32)
             count = N * 1.0
-        return cols, cm, count
+        w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
+        bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
+        return cols, cm, count, w, bias
 
     @triton.jit
     def _ln_load(
@@ -481,9 +486,7 @@ if triton is not None:
         strides. Row blocks pid, pid + G, ...: the weight, bias and column mask are loaded once
         per program, not once per block (at N 1024 a block of 2 rows reads 8 KiB of x and r, and
         12 KiB of weight, bias and mask)."""
-        cols, cm, count = _ln_cols(cm_ptr, N, BN, CMASK)
-        w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
-        bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
+        cols, cm, count, w, bias = _ln_params(w_ptr, b_ptr, cm_ptr, N, BN, CMASK)
         for blk in range(tl.program_id(0), tl.cdiv(M, ROWS), G):
             rows, mask, x = _ln_load(x_ptr, sx_b, sx_t, sx_n, M, T, blk, N, BN, ROWS)
             xc, rstd = _ln_center(x, mask, cm, count, eps)
@@ -528,9 +531,7 @@ if triton is not None:
         bytes are in flight per program (the loop is otherwise latency-bound on wide rows: load,
         the row sums across warps, store)."""
         pid = tl.program_id(0)
-        cols, cm, count = _ln_cols(cm_ptr, N, BN, CMASK)
-        w = tl.load(w_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
-        bias = tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)
+        cols, cm, count, w, bias = _ln_params(w_ptr, b_ptr, cm_ptr, N, BN, CMASK)
         dw = tl.zeros([ROWS, BN], tl.float32)
         db = tl.zeros([ROWS, BN], tl.float32)
         if PREFETCH:  # grid <= blocks: block pid exists
@@ -871,6 +872,13 @@ def _ln_part_sum(part: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _ln_kernel_takes(x: torch.Tensor, n_max: int) -> bool:
+    """Whether a LayerNorm over x's last dim goes to the row kernels: the Triton path, not
+    empty, at most n_max features and _LN_MAX_ROWS rows."""
+    n = x.shape[-1]
+    return _use_triton(x) and x.numel() > 0 and n <= n_max and x.numel() // n <= _LN_MAX_ROWS
+
+
 def _rows3(x: torch.Tensor) -> torch.Tensor:
     """x [..., T, N] as [B, T, N] (a view where the strides allow, else a copy)."""
     return x.reshape(-1, *x.shape[-2:]) if x.dim() >= 2 else x.reshape(1, 1, -1)
@@ -968,7 +976,7 @@ def token_layer_norm(
     if token_mask is not None and (x.dim() < 2 or token_mask.shape != (x.shape[-2],)):
         raise ValueError(f"token_mask must be [{x.shape[-2] if x.dim() > 1 else 1}], "
                          f"got {tuple(token_mask.shape)}")  # fmt: skip
-    if not _use_triton(x) or x.numel() == 0 or n > 128 or x.numel() // n > _LN_MAX_ROWS:
+    if not _ln_kernel_takes(x, 128):
         y = layer_norm_reference(x, weight, bias, eps)
         y = F.relu(y) if relu else y
         return y if token_mask is None else y * token_mask[:, None].to(y.dtype)
@@ -1012,7 +1020,7 @@ def masked_layer_norm(
         raise ValueError(f"residual must be {tuple(y.shape)}, got {tuple(residual.shape)}")
     if out is not None and (out.shape != y.shape or out.requires_grad):
         raise ValueError(f"out must be a {tuple(y.shape)} tensor without autograd history")
-    if not _use_triton(y) or y.numel() == 0 or n > 1024 or y.numel() // n > _LN_MAX_ROWS:
+    if not _ln_kernel_takes(y, 1024):
         return masked_layer_norm_reference(y, weight, bias, mask, eps, relu, out_dtype, residual)
     return _RowLayerNorm.apply(y, weight, bias, residual, float(eps), relu, None, mask,
                                out_dtype, [] if out is None else [out])  # fmt: skip
