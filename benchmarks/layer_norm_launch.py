@@ -18,11 +18,16 @@ graphed training step); the backward is the forward + backward replay less the f
 GB/s: the backward's bytes (x and the output gradient read, the input gradient written) per
 second.
 
-    PYTHONPATH=. python3 benchmarks/layer_norm_launch.py
+Then (--table part-sums or both) the backward's second kernel, the sum of its per-program
+partial weight and bias gradients ([G, 2N] fp32, G its persistent grid at the default launch),
+by (columns per program, rows per step): times against the default (the first row).
+
+    PYTHONPATH=. python3 benchmarks/layer_norm_launch.py [--table launches|part-sums|both]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -117,11 +122,44 @@ def measure(dev: str = "cuda", shapes: tuple = SHAPES) -> list[tuple]:
     return rows_out
 
 
-def main() -> None:
-    if not torch.cuda.is_available():
-        print("no CUDA")
-        return
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
+def part_sum_launches(default: tuple[int, int]) -> list[tuple[int, int]]:
+    """(columns per program, rows per step) tried for the partial sums: the default first."""
+    tried = [(32, 128), (16, 256), (8, 256), (8, 512), (4, 512), (8, 1024), (4, 1024)]
+    return [default] + [t for t in tried if t != default]
+
+
+def measure_part_sums(dev: str = "cuda", shapes: tuple = SHAPES) -> list[tuple]:
+    """(shape, G, C, (columns, rows), us) of the partial sums per shape and launch; G as the
+    default backward launches it."""
+    from triton.testing import do_bench
+
+    from models.nas import kernels as K
+
+    out, default = [], (K.LN_PART_COLS, K.LN_PART_ROWS)
+    seen, part_sum = [], K._ln_part_sum
+    for label, tokens, n, token_ln in shapes:
+        K._LN_FIT.clear()
+        x, w, b, extra, gy = inputs(tokens, n, token_ln, dev)
+        K._ln_part_sum = lambda part: seen.append(part.shape) or part_sum(part)
+        try:  # twice: the second launch has the grid its compiled kernel's residency allows
+            for _ in range(2):
+                K._RowLayerNorm.apply(x, w, b, *extra).backward(gy)
+        finally:
+            K._ln_part_sum = part_sum
+        g = seen[-1][0]
+        part = torch.randn(g, 2 * n, device=dev)
+        for cols, step in part_sum_launches(default):
+            K.LN_PART_COLS, K.LN_PART_ROWS = cols, step
+            try:
+                t = do_bench(graphed(lambda part=part: K._ln_part_sum(part)), rep=100)
+            finally:
+                K.LN_PART_COLS, K.LN_PART_ROWS = default
+            out.append((label, g, 2 * n, (cols, step), t * 1e3))
+    return out
+
+
+def print_launches() -> None:
+    """The backward launches' table (`measure`), each against its shape's default."""
     print(f"{'shape':<22}{'backward (warps, rows), loads ahead':<36}{'fwd us':>8}{'bwd us':>8}{'GB/s':>7}"
           f"{'per SM':>7}{'vs default':>11}")  # fmt: skip
     base = {}
@@ -129,6 +167,29 @@ def main() -> None:
         base.setdefault(label, bwd_us)
         print(f"{label:<22}{name:<36}{fwd_us:8.1f}{bwd_us:8.1f}{gbs:7.0f}{fit:7d}"
               f"{bwd_us / base[label]:10.2f}x")  # fmt: skip
+
+
+def print_part_sums() -> None:
+    """The partial sums' table (`measure_part_sums`), each against its shape's default."""
+    print(f"{'partial sums':<22}{'[G, C]':<14}{'(columns, rows)':<18}{'us':>7}{'vs default':>11}")
+    base = {}
+    for label, g, c, launch, us in measure_part_sums():
+        base.setdefault(label, us)
+        print(f"{label:<22}{f'[{g}, {c}]':<14}{str(launch):<18}{us:7.1f}{us / base[label]:10.2f}x")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--table", choices=("launches", "part-sums", "both"), default="both")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("no CUDA")
+        return
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
+    if args.table != "part-sums":
+        print_launches()
+    if args.table != "launches":
+        print_part_sums()
 
 
 if __name__ == "__main__":

@@ -783,7 +783,7 @@ def fused_attention_qkv(
 # (unit strides and 16-byte alignment specialised), 128 for the token LayerNorm in bf16
 # (tests/models/nas/sm90_compile.py compiles them so and checks that none spills).
 LN_ELEMS_PER_THREAD = 16
-LN_BWD_ELEMS_PER_THREAD = 8
+LN_BWD_ELEMS_PER_THREAD = 16
 # Rows the LayerNorm kernels take (they index rows in int32; a program's load-ahead reaches up to
 # about twice the row count); more go to the reference path.
 _LN_MAX_ROWS = 2**30
@@ -858,8 +858,11 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-# The partial sums' reduction: columns per program, rows per step.
-LN_PART_COLS, LN_PART_ROWS = 32, 128
+# The partial sums' reduction: columns per program, rows per step (on 4 warps). The loop over
+# the G rows is latency-bound (G is the backward's persistent grid, ~400-800 programs on 132
+# SMs, in 16-128 KB): 8 columns of 512 rows take the token LayerNorm's [G, 32] in 4 programs of
+# <= 2 steps, where 32 x 128 took one program of up to 7 (benchmarks/layer_norm_launch.py).
+LN_PART_COLS, LN_PART_ROWS = 8, 512
 
 
 def _ln_part_sum(part: torch.Tensor) -> torch.Tensor:

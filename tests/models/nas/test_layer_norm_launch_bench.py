@@ -21,6 +21,13 @@ def test_backward_launches_by_hand(benchmark):
     assert b.backward_launches(13) == b.backward_launches(16)  # padded to 16
 
 
+def test_part_sum_launches(benchmark):
+    # the default first, then the others without it
+    launches = benchmark("layer_norm_launch").part_sum_launches((8, 512))
+    assert launches[0] == (8, 512) and launches.count((8, 512)) == 1
+    assert (32, 128) in launches and len(launches) == 7
+
+
 def test_backward_bytes_by_hand(benchmark):
     # [8192, 1024] bf16: x, dy and dx, 16 MiB each
     assert benchmark("layer_norm_launch").backward_bytes(8192, 1024) == 3 * 8192 * 1024 * 2
@@ -29,5 +36,5 @@ def test_backward_bytes_by_hand(benchmark):
 def test_without_a_gpu(benchmark, capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is here")
-    benchmark("layer_norm_launch").main()
+    benchmark("layer_norm_launch").main([])
     assert capsys.readouterr().out.strip() == "no CUDA"
