@@ -7,10 +7,9 @@ score for one exp2, and the exp2 unit runs at 1/8 of the issue rate), so instruc
 trip are what their changes move, and they can be counted on a machine without a GPU. Each
 kernel is compiled as the training step launches it (tests/models/nas/sm90_compile.py: the
 default launch, unit strides constant, 16-byte alignment known), disassembled with cuobjdump,
-and one loop (the span of a backward branch) counted by opcode: for attention the first in
-code order, per chunk of keys or queries (the forward's and dq's full chunks: their partial
-last chunk runs a second, masked copy of the loop), for the LayerNorm the largest, per row
-block of its persistent loop.
+and its largest loop (the span of its longest backward branch) counted by opcode: per chunk of
+keys or queries for attention, per row block for the LayerNorm backward; the LayerNorm forward
+has no loop, so its row block is the whole kernel.
 
 The counts depend on the Triton version: the GPU machine's is 3.6 (`pip install --target DIR
 triton==3.6.0`, then `PYTHONPATH=DIR`).
@@ -44,22 +43,19 @@ def instructions(sass: str) -> list[tuple[int, str, str]]:
     return out
 
 
-def loops(sass: str) -> list[tuple[int, int, collections.Counter]]:
-    """(first address, last address, opcode counts) of every span closed by a backward branch
-    (a BRA to a lower address), in the order of their first addresses."""
+def largest_loop(sass: str) -> tuple[int, int, collections.Counter] | None:
+    """(first address, last address, opcode counts) of the longest span closed by a backward
+    branch (a BRA to a lower address), or None without one."""
     code = instructions(sass)
-    out = []
+    best = None
     for addr, op, operands in code:
         target = re.match(r"(0x[0-9a-f]+)", operands) if op == "BRA" else None
         if target and int(target.group(1), 16) < addr:
             lo = int(target.group(1), 16)
-            out.append((lo, addr, collections.Counter(o for a, o, _ in code if lo <= a <= addr)))
-    return sorted(out, key=lambda loop: loop[0])
-
-
-def largest_loop(sass: str) -> tuple[int, int, collections.Counter] | None:
-    """The loop (see `loops`) of the most instructions, or None without one."""
-    return max(loops(sass), key=lambda loop: sum(loop[2].values()), default=None)
+            ops = collections.Counter(o for a, o, _ in code if lo <= a <= addr)
+            if best is None or sum(ops.values()) > sum(best[2].values()):
+                best = (lo, addr, ops)
+    return best
 
 
 def mix(ops: collections.Counter, top: int = 8) -> str:
@@ -73,13 +69,12 @@ def rows() -> list[tuple[str, int, str, collections.Counter]]:
 
     out = []
 
-    def add(label: str, kernel, unit: str, first: bool = False) -> None:  # noqa: ANN001
-        """A row counting the kernel's first loop in code order if `first`, else its largest."""
+    def add(label: str, kernel, unit: str) -> None:  # noqa: ANN001
         usage, sass = S.resource_usage(kernel), S.cuobjdump(kernel, "-sass")
         if usage is None or sass is None:
             raise SystemExit("this triton ships no cuobjdump")
         regs = usage[0]
-        loop = (loops(sass) or [None])[0] if first else largest_loop(sass)
+        loop = largest_loop(sass)
         if loop is None:
             out.append(
                 (label, regs, "kernel", collections.Counter(o for _, o, _ in instructions(sass)))
@@ -89,11 +84,10 @@ def rows() -> list[tuple[str, int, str, collections.Counter]]:
 
     for t in (32, 64):
         for kernel in ("forward", "dq", "dkdv"):
-            launch = S.attention_launch(kernel, t)
-            chunk = launch[2].get("KC", launch[2].get("QC"))
-            # the first loop: the forward's and dq's full (unmasked) chunks; dk/dv has one loop
-            add(f"attention {kernel} T {t}", S.compile_sm90(*launch), f"per chunk of {chunk}",
-                first=True)  # fmt: skip
+            fn, types, const, warps, aligned = S.attention_launch(kernel, t)
+            chunk = const.get("KC", const.get("QC"))
+            add(f"attention {kernel} T {t}", S.compile_sm90(fn, types, const, warps, aligned),
+                f"per chunk of {chunk}")  # fmt: skip
     for n, x, cmask, resid in S.LN_VARIANTS:
         if x != "*bf16":
             continue

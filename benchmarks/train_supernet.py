@@ -14,17 +14,17 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
-Session 15 (2026-12-06): not timed: no GPU was granted (19 requests refused, which spent the
-  session's device time). Changed, counted on the CPU machine (benchmarks/kernel_instructions.py,
-  sm_90 under Triton 3.6, instructions per full chunk at T 64, before -> after): attention
-  forward 765 -> 626, dq 863 -> 602, dk/dv 999 -> 787 (full chunks unmasked, the backward's sums
-  starting from -lse and -delta, bf16 widened before the chunks' shared-memory broadcast;
-  docs/models.md); the LayerNorm kernels' row division in int32, 6-13% fewer instructions per
-  row block. If time scaled with instructions, session 13's ~1.28 ms of attention per step
-  (H100) would lose ~0.3 ms, 9.20 -> ~8.9 ms on the H100 and ~7.7 ms (~1.06M samples/s) on the
-  H200 at session 11's ratio: an estimate, not a measurement. The next GPU run: this
-  command for HEAD against cf69be7 (session 14's last commit) in one call, and
-  tests/models/nas/test_kernels.py on the GPU (the PTX widening runs only there).
+Measured 2026-12-07, session 16 (same settings; one H100, Triton 3.6; no H200 was granted):
+  session 15's 484f978 886,915 samples/s (9.24 ms) and, with --profile, 889,820 (9.21 ms), against 889,013
+  (9.21 ms) for session 14's cf69be7 and 883,172 (9.28 ms) with --switch attn_regs=ptxas, all
+  in one call: session 15's attention changes (~30% fewer instructions per chunk, counted on
+  the CPU machine) changed nothing measurable and were reverted (docs/models.md). Profile: 1,034
+  kernels and 9.01 ms of kernel time per step (attention 1.26 ms, the LayerNorm backward 0.45
+  and its partial sums 0.20, the LayerNorm forward 0.25, strided elementwise kernels ~0.79,
+  cuBLAS split-K reductions 0.27; 580 kernels under 3 us, 0.81 ms). At session 11's H100 / H200
+  ratio (1.15) 9.21 ms would be ~8.0 ms (~1.02M samples/s) on the H200: an estimate, not a
+  measurement. Then the LayerNorm backward at 16 elements per thread (from
+  benchmarks/layer_norm_launch.py on that H100) and its partial sums at 8 x 512.
 Measured 2026-12-06, session 14 (same settings; --command-steps 0 --full-steps 0 --paths 1;
   one H100 once, after 19 refused requests; no H200): commit f8ac1a4 890,318 samples/s
   (9.20 ms) against 828,847 (9.88 ms) for session 12's c611832 in the same call (+7.4%; this
@@ -342,7 +342,6 @@ SWITCH_VALUES = {
     "compile": ("static.MASKED_LN", ("auto", "eager")),  # every compiled function
     "row_grad": ("optim.ROW_GRAD", ("auto", "off")),  # the stem's row gradients
     "ln_kernel": ("static.LN_KERNEL", ("triton", "compiled")),  # the masked LayerNorm's kernel
-    "attn_regs": ("kernels.ATTN_REGS", ("capped", "ptxas")),  # attention's register caps
 }
 
 

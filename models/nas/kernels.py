@@ -137,21 +137,6 @@ def layer_norm_reference(
 # --------------------------------------------------------------------------------------------
 
 if triton is not None:
-    # bf16 -> fp32 as one PTX instruction per element (the interpreter runs no PTX)
-    _PTX_BF16: tl.constexpr = tl.constexpr(not _INTERPRET)
-
-    @triton.jit
-    def _f32(x):
-        """x as fp32. bf16 is widened in PTX (its bits as the high half of an fp32: exact, like
-        .to, on any NVIDIA GPU): for an extension op Triton would move a following layout
-        conversion (the chunks' broadcast through shared memory) in front of it, so every lane
-        would widen every element it reads instead of its own."""
-        if _PTX_BF16 and x.dtype == tl.bfloat16:
-            return tl.inline_asm_elementwise(
-                "{ .reg .b16 z; mov.b16 z, 0; mov.b32 $0, {z, $1}; }", "=r,h", [x],
-                dtype=tl.float32, is_pure=True, pack=1,
-            )  # fmt: skip
-        return x.to(tl.float32)
 
     @triton.jit
     def _valid_len(tv_ptr, tv, T, TV_PTR: tl.constexpr):
@@ -194,43 +179,26 @@ if triton is not None:
         return tl.where(kvalid, 0.0, -1.0e30)
 
     @triton.jit
-    def _load_c(base, idx, s_t, mask, MASK: tl.constexpr):
-        """[C] fp32 vector base[idx * s_t] (0 where not mask, if MASK), one column of a chunk of
-        rows."""
-        if MASK:
-            x = tl.load(base + idx * s_t, mask=mask, other=0.0)
-        else:
-            x = tl.load(base + idx * s_t)
-        return _f32(x)
-
-    @triton.jit
-    def _start(row, kvalid, KC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr):
-        """A [KC, BT] tile's starting value: row [BT] broadcast over the chunk, plus the key
-        bias if MASK. Each product sum starts from it, so its first multiply-add absorbs it
-        (row values are computed once per lane, not per element)."""
-        s = tl.broadcast_to(row[None, :], [KC, BT])
-        if MASK:
-            s += _key_bias(kvalid)[:, None]
-        return s
+    def _load_c(base, idx, s_t, mask):
+        """[C] fp32 vector base[idx * s_t] (0 masked), one column of a chunk of rows."""
+        return tl.load(base + idx * s_t, mask=mask, other=0.0).to(tl.float32)
 
     # Layout: tiles are [chunk, BT] with the BT rows this program owns (queries in the forward and
     # dq kernels, keys in the dk/dv kernel) along lanes and a chunk of the other side in each
     # thread's registers, so every softmax and gradient sum is a sum over registers (a reduction
     # across lanes costs log2(32) shuffles per element). Chunk vectors are broadcast loads.
-    # The forward and dq kernels run their full chunks with MASK off (no key bias, no load masks:
-    # 6-11% fewer instructions per chunk) and the last, partial chunk, if any, with MASK on.
 
     @triton.jit
     def _fwd_chunk(
         c, n, qt, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, m, den, acc,
-        D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr,
+        D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr,
     ):  # fmt: skip
         """Online-softmax update of (row max m, denominator den, acc [DP, BT]) by keys c..c+KC."""
         kj = c + tl.arange(0, KC)
         kvalid = kj < n
-        s = _start(tl.zeros([BT], tl.float32), kvalid, KC, BT, MASK)
+        s = _key_bias(kvalid)[:, None] + tl.zeros([KC, BT], tl.float32)
         for d in tl.static_range(D):
-            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid, MASK)
+            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
             s += kd[:, None] * _column(qt, dd, d)[None, :]
         m_new = tl.maximum(m, tl.max(s, 0))
         alpha = tl.exp2(m - m_new)
@@ -238,64 +206,63 @@ if triton is not None:
         den = den * alpha + tl.sum(p, 0)
         acc = acc * alpha[None, :]
         for d in tl.static_range(D):
-            vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid, MASK)
+            vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid)
             acc = _put(acc, dd, d, tl.sum(p * vd[:, None], 0))
         return m_new, den, acc
 
     @triton.jit
     def _dq_chunk(
-        c, n, qt, dot, ndelta, nlse, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, dq,
-        D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr,
+        c, n, qt, dot, delta, lse, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, dq,
+        D: tl.constexpr, KC: tl.constexpr, BT: tl.constexpr,
     ):  # fmt: skip
-        """dq [DP, BT] plus dS K over keys c..c+KC (dS = P (dO V^T - delta), unscaled); s
-        starts from -lse and dp from -delta, so neither costs a subtraction per score."""
+        """dq [DP, BT] plus dS K over keys c..c+KC (dS = P (dO V^T - delta), unscaled)."""
         kj = c + tl.arange(0, KC)
         kvalid = kj < n
-        s = _start(nlse, kvalid, KC, BT, MASK)
-        dp = _start(ndelta, kvalid, KC, BT, False)
+        s = _key_bias(kvalid)[:, None] + tl.zeros([KC, BT], tl.float32)
+        dp = tl.zeros([KC, BT], tl.float32)
         for d in tl.static_range(D):
-            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid, MASK)
-            vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid, MASK)
+            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
+            vd = _load_c(v_base + d * sv_d, kj, sv_t, kvalid)
             s += kd[:, None] * _column(qt, dd, d)[None, :]
             dp += vd[:, None] * _column(dot, dd, d)[None, :]
-        p = tl.exp2(s)  # 0 at invalid keys; ds 0 at invalid queries (dO = 0)
-        ds = p * dp
+        p = tl.exp2(s - lse[None, :])  # 0 at invalid keys; ds 0 at invalid queries (dO = 0)
+        ds = p * (dp - delta[None, :])
         for d in tl.static_range(D):
-            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid, MASK)
+            kd = _load_c(k_base + d * sk_d, kj, sk_t, kvalid)
             dq = _put(dq, dd, d, tl.sum(ds * kd[:, None], 0))
         return dq
 
     @triton.jit
     def _dkdv_chunk(
-        c, n, kt, vt, kvalid, dd, q_base, do_base, nlse_ptr, ndelta_ptr, pid,
+        c, n, kt, vt, kvalid, dd, q_base, do_base, lse_ptr, delta_ptr, pid,
         sq_t, sq_d, sdo_t, sdo_d, dk, dv,
-        D: tl.constexpr, QC: tl.constexpr, BT: tl.constexpr, MASK: tl.constexpr,
+        D: tl.constexpr, QC: tl.constexpr, BT: tl.constexpr,
     ):  # fmt: skip
-        """(dk, dv) [DP, BT] plus dS^T Q (unscaled) and P^T dO over queries c..c+QC; s starts
-        from -lse and dp from -delta. Invalid keys get no bias: their lanes' sums are discarded
-        by the kernel's store (each lane's sums are its own key's)."""
+        """(dk, dv) [DP, BT] plus dS^T Q (unscaled) and P^T dO over queries c..c+QC."""
         qi = c + tl.arange(0, QC)
         qvalid = qi < n
         row = pid.to(tl.int64) * BT + qi
-        s = tl.broadcast_to(tl.load(nlse_ptr + row)[:, None], [QC, BT])
-        dp = tl.broadcast_to(tl.load(ndelta_ptr + row)[:, None], [QC, BT])
+        lse = tl.load(lse_ptr + row)
+        delta = tl.load(delta_ptr + row)
+        s = _key_bias(kvalid)[None, :] + tl.zeros([QC, BT], tl.float32)
+        dp = tl.zeros([QC, BT], tl.float32)
         for d in tl.static_range(D):
-            qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid, MASK)
-            dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid, MASK)
+            qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
+            dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid)
             s += qd[:, None] * _column(kt, dd, d)[None, :]
             dp += dod[:, None] * _column(vt, dd, d)[None, :]
-        p = tl.exp2(s)  # no term at invalid queries (q = dO = 0, lse = delta = 0)
-        ds = p * dp
+        p = tl.exp2(s - lse[:, None])  # 0 at invalid keys; no term at invalid queries (dO = 0)
+        ds = p * (dp - delta[:, None])
         for d in tl.static_range(D):
-            qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid, MASK)
-            dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid, MASK)
+            qd = _load_c(q_base + d * sq_d, qi, sq_t, qvalid)
+            dod = _load_c(do_base + d * sdo_d, qi, sdo_t, qvalid)
             dv = _put(dv, dd, d, tl.sum(p * dod[:, None], 0))
             dk = _put(dk, dd, d, tl.sum(ds * qd[:, None], 0))
         return dk, dv
 
     @triton.jit
     def _attn_fwd_kernel(
-        q_ptr, k_ptr, v_ptr, o_ptr, nlse_ptr, tv_ptr,
+        q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, tv_ptr,
         tv, T, H, qk_scale,
         sq_b, sq_h, sq_t, sq_d,
         sk_b, sk_h, sk_t, sk_d,
@@ -305,8 +272,7 @@ if triton is not None:
         TV_PTR: tl.constexpr,
     ):  # fmt: skip
         """One (b, h) per program: o = softmax(s) v over key chunks of KC (online softmax) and
-        -lse per query into nlse_ptr, lse = log2(sum(exp2(s))), s = q k^T * qk_scale in log2
-        units (negated, so the backward's score sums start from it)."""
+        lse = log2(sum(exp2(s))) per query, s = q k^T * qk_scale in log2 units."""
         pid = tl.program_id(0)
         b = (pid // H).to(tl.int64)
         h = (pid % H).to(tl.int64)
@@ -320,26 +286,21 @@ if triton is not None:
         m = tl.full([BT], float("-inf"), tl.float32)
         den = tl.zeros([BT], tl.float32)
         acc = tl.zeros([DP, BT], tl.float32)
-        full = n - n % KC  # chunks past t_valid are skipped
-        for c in range(0, full, KC):
+        for c in range(0, n, KC):  # chunks past t_valid are skipped
             m, den, acc = _fwd_chunk(
-                c, n, qt, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, m, den, acc, D, KC, BT, False
-            )
-        for c in range(full, n, KC):
-            m, den, acc = _fwd_chunk(
-                c, n, qt, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, m, den, acc, D, KC, BT, True
+                c, n, qt, dd, k_base, v_base, sk_t, sk_d, sv_t, sv_d, m, den, acc, D, KC, BT
             )
         den = tl.maximum(den, 1.0)  # >= 1 anyway on valid rows (the max term is 1)
         inv = tl.where(qvalid, 1.0 / den, 0.0)  # rows >= t_valid come out exactly 0
         o_base = o_ptr + b * so_b + h * so_h
         _store_t(o_base, qi, so_t, so_d, dd, qi < T, acc * inv[None, :], D)
-        # 0 on masked rows keeps exp2(s - lse) finite there in the backward
-        nlse = tl.where(qvalid, -(m + tl.log2(den)), 0.0)
-        tl.store(nlse_ptr + pid.to(tl.int64) * BT + qi, nlse)
+        # lse 0 on masked rows keeps exp2(s - lse) finite there in the backward
+        lse = tl.where(qvalid, m + tl.log2(den), 0.0)
+        tl.store(lse_ptr + pid.to(tl.int64) * BT + qi, lse)
 
     @triton.jit
     def _attn_bwd_dq_kernel(
-        q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, nlse_ptr, ndelta_ptr, dq_ptr, tv_ptr,
+        q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, tv_ptr,
         tv, T, H, qk_scale, sm_scale,
         sq_b, sq_h, sq_t, sq_d,
         sk_b, sk_h, sk_t, sk_d,
@@ -350,9 +311,8 @@ if triton is not None:
         D: tl.constexpr, DP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
         TV_PTR: tl.constexpr,
     ):  # fmt: skip
-        """One (b, h) per program, queries on lanes: delta = rowsum(dO * O) (-delta stored for
-        the dk/dv kernel) and dq = sm_scale * sum over key chunks of dS K,
-        dS = P (dO V^T - delta)."""
+        """One (b, h) per program, queries on lanes: delta = rowsum(dO * O) (stored for the dk/dv
+        kernel) and dq = sm_scale * sum over key chunks of dS K, dS = P (dO V^T - delta)."""
         pid = tl.program_id(0)
         b = (pid // H).to(tl.int64)
         h = (pid % H).to(tl.int64)
@@ -365,28 +325,22 @@ if triton is not None:
         qt = _load_t(q_ptr + b * sq_b + h * sq_h, qi, sq_t, sq_d, dd, qvalid, D) * qk_scale
         dot = _load_t(do_ptr + b * sdo_b + h * sdo_h, qi, sdo_t, sdo_d, dd, qvalid, D)
         ot = _load_t(o_ptr + b * so_b + h * so_h, qi, so_t, so_d, dd, qvalid, D)
-        ndelta = -tl.sum(dot * ot, 0)
+        delta = tl.sum(dot * ot, 0)
         row = pid.to(tl.int64) * BT + qi
-        tl.store(ndelta_ptr + row, ndelta)
-        nlse = tl.load(nlse_ptr + row)
+        tl.store(delta_ptr + row, delta)
+        lse = tl.load(lse_ptr + row)
         dq = tl.zeros([DP, BT], tl.float32)
-        full = n - n % KC  # chunks past t_valid are skipped
-        for c in range(0, full, KC):
+        for c in range(0, n, KC):  # chunks past t_valid are skipped
             dq = _dq_chunk(
-                c, n, qt, dot, ndelta, nlse, dd, k_base, v_base,
-                sk_t, sk_d, sv_t, sv_d, dq, D, KC, BT, False,
-            )  # fmt: skip
-        for c in range(full, n, KC):
-            dq = _dq_chunk(
-                c, n, qt, dot, ndelta, nlse, dd, k_base, v_base,
-                sk_t, sk_d, sv_t, sv_d, dq, D, KC, BT, True,
+                c, n, qt, dot, delta, lse, dd, k_base, v_base,
+                sk_t, sk_d, sv_t, sv_d, dq, D, KC, BT,
             )  # fmt: skip
         dq_base = dq_ptr + b * sg_b + h * sg_h
         _store_t(dq_base, qi, sg_t, sg_d, dd, qi < T, dq * sm_scale, D)
 
     @triton.jit
     def _attn_bwd_dkdv_kernel(
-        q_ptr, k_ptr, v_ptr, do_ptr, nlse_ptr, ndelta_ptr, dk_ptr, dv_ptr, tv_ptr,
+        q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, tv_ptr,
         tv, T, H, qk_scale, sm_scale,
         sq_b, sq_h, sq_t, sq_d,
         sk_b, sk_h, sk_t, sk_d,
@@ -411,18 +365,14 @@ if triton is not None:
         vt = _load_t(v_ptr + b * sv_b + h * sv_h, kj, sv_t, sv_d, dd, kvalid, D)
         dk = tl.zeros([DP, BT], tl.float32)
         dv = tl.zeros([DP, BT], tl.float32)
-        # one loop, masked: unmasked full chunks issue as many instructions here (Triton 3.6)
         for c in range(0, n, QC):  # chunks past t_valid are skipped
             dk, dv = _dkdv_chunk(
-                c, n, kt, vt, kvalid, dd, q_base, do_base, nlse_ptr, ndelta_ptr, pid,
-                sq_t, sq_d, sdo_t, sdo_d, dk, dv, D, QC, BT, True,
+                c, n, kt, vt, kvalid, dd, q_base, do_base, lse_ptr, delta_ptr, pid,
+                sq_t, sq_d, sdo_t, sdo_d, dk, dv, D, QC, BT,
             )  # fmt: skip
         g = b * sg_b + h * sg_h
-        # keys >= t_valid: 0 (their sums ran without a key bias, see _dkdv_chunk)
-        dv = tl.where(kvalid[None, :], dv, 0.0)
-        dk = tl.where(kvalid[None, :], dk * sm_scale, 0.0)
         _store_t(dv_ptr + g, kj, sg_t, sg_d, dd, kj < T, dv, D)
-        _store_t(dk_ptr + g, kj, sg_t, sg_d, dd, kj < T, dk, D)
+        _store_t(dk_ptr + g, kj, sg_t, sg_d, dd, kj < T, dk * sm_scale, D)
 
     @triton.jit
     def _row_offsets(rows, T, cols, s_b, s_t, s_n):
@@ -598,33 +548,11 @@ def _block_t(t: int) -> int:
     return max(16, _pow2(t))
 
 
-# Register caps of the attention kernels by (kernel, tile side), at chunks of 32. ptxas (Triton
-# 3.6, sm_90, as launched) takes more registers for the forward's and dq's two loops (full chunks
-# unmasked, the partial one masked) and for operands widened before the chunks' broadcast (see
-# _f32) than it took before either change (BT 64: forward 128, dq 96, dk/dv 128; BT 32: 71, 72,
-# 96), which leaves fewer one-warp programs per SM (up to 168 at BT 64). Capped near the old
-# counts, the full chunks issue within 1% of the uncapped instructions and nothing spills (dq at
-# BT 32 and dk/dv at 64 spill 8 bytes at the old 72 and 128, so they get 80 and 136).
-# fmt: off
-_ATTN_MAXNREG = {
-    ("forward", 32): 72, ("dq", 32): 80, ("dkdv", 32): 112,
-    ("forward", 64): 128, ("dq", 64): 96, ("dkdv", 64): 136,
-}
-# fmt: on
-# "capped": the caps above; "ptxas": ptxas's own register counts (an A/B switch of
-# benchmarks/train_supernet.py, untimed so far)
-ATTN_REGS: dict[str, str] = {"impl": "capped"}
-
-
-def _attn_launch(bt: int, kernel: str) -> dict[str, int]:
-    """Chunk size, warps and register cap (None: ptxas's choice) of attention kernel `kernel`
-    ("forward", "dq", "dkdv") for a BT tile (rows on lanes, chunks of 32 in registers)."""
-    kc = min(bt, KERNELS["attn_chunk"] or 32)
-    capped = kc == 32 and ATTN_REGS["impl"] == "capped"
+def _attn_launch(bt: int) -> dict[str, int]:
+    """Chunk size and warps for a BT tile (rows on lanes, chunks of 32 in registers)."""
     return {
-        "KC": kc,
+        "KC": min(bt, KERNELS["attn_chunk"] or 32),
         "num_warps": KERNELS["attn_warps"] or max(1, bt // 64),
-        "maxnreg": _ATTN_MAXNREG.get((kernel, bt)) if capped else None,
     }
 
 
@@ -648,39 +576,39 @@ def _pow2(n: int) -> int:
 
 
 def _attn_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t_valid: Any) -> tuple:
-    """The forward kernel: (o token-major [B, H, T, D], -lse per row, t_valid kernel arguments)."""
+    """The forward kernel: (o token-major [B, H, T, D], lse, t_valid kernel arguments)."""
     b, h, t, d = q.shape
     bt = _block_t(t)
     o = _token_major(b, h, t, d, q)
-    nlse = torch.empty((b * h, bt), dtype=torch.float32, device=q.device)
-    tv_args = _tv_args(t_valid, t, nlse)
+    lse = torch.empty((b * h, bt), dtype=torch.float32, device=q.device)
+    tv_args = _tv_args(t_valid, t, lse)
     _attn_fwd_kernel[(b * h,)](
-        q, k, v, o, nlse, tv_args[0], tv_args[1], t, h, _LOG2E / math.sqrt(d),
+        q, k, v, o, lse, tv_args[0], tv_args[1], t, h, _LOG2E / math.sqrt(d),
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-        D=d, DP=_pow2(d), BT=bt, TV_PTR=tv_args[2], **_attn_launch(bt, "forward"),
+        D=d, DP=_pow2(d), BT=bt, TV_PTR=tv_args[2], **_attn_launch(bt),
     )  # fmt: skip
-    return o, nlse, tv_args
+    return o, lse, tv_args
 
 
 def _attn_backward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, do: torch.Tensor,
-    nlse: torch.Tensor, tv_args: tuple, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor,
+    lse: torch.Tensor, tv_args: tuple, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor,
 ) -> None:  # fmt: skip
     """The two backward kernels, writing dq, dk, dv ([B, H, T, D], any strides dk and dv share)."""
     b, h, t, d = q.shape
     bt = _block_t(t)
-    ndelta = torch.empty_like(nlse)
+    delta = torch.empty_like(lse)
     tv_ptr, tv, has_ptr = tv_args
     consts = {"D": d, "DP": _pow2(d), "BT": bt, "TV_PTR": has_ptr}
+    launch = _attn_launch(bt)
     scales = (_LOG2E / math.sqrt(d), 1.0 / math.sqrt(d))
     _attn_bwd_dq_kernel[(b * h,)](
-        q, k, v, o, do, nlse, ndelta, dq, tv_ptr, tv, t, h, *scales,
+        q, k, v, o, do, lse, delta, dq, tv_ptr, tv, t, h, *scales,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(), *do.stride(), *dq.stride(),
-        **consts, **_attn_launch(bt, "dq"),
+        **consts, **launch,
     )  # fmt: skip
-    launch = _attn_launch(bt, "dkdv")
     _attn_bwd_dkdv_kernel[(b * h,)](
-        q, k, v, do, nlse, ndelta, dk, dv, tv_ptr, tv, t, h, *scales,
+        q, k, v, do, lse, delta, dk, dv, tv_ptr, tv, t, h, *scales,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(),
         **consts, QC=launch.pop("KC"), **launch,
     )  # fmt: skip
@@ -695,16 +623,16 @@ def _save_tv(ctx: Any, tv_args: tuple) -> tuple:
 class _FusedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t_valid: Any) -> Any:
-        o, nlse, tv_args = _attn_forward(q, k, v, t_valid)
-        ctx.save_for_backward(q, k, v, o, nlse, *_save_tv(ctx, tv_args))
+        o, lse, tv_args = _attn_forward(q, k, v, t_valid)
+        ctx.save_for_backward(q, k, v, o, lse, *_save_tv(ctx, tv_args))
         return o
 
     @staticmethod
     def backward(ctx: Any, do: torch.Tensor) -> Any:
-        q, k, v, o, nlse, tv_ptr = ctx.saved_tensors
+        q, k, v, o, lse, tv_ptr = ctx.saved_tensors
         b, h, t, d = q.shape
         dq, dk, dv = (_token_major(b, h, t, d, x) for x in (q, k, v))
-        _attn_backward(q, k, v, o, do, nlse, (tv_ptr, ctx.tv, ctx.has_ptr), dq, dk, dv)
+        _attn_backward(q, k, v, o, do, lse, (tv_ptr, ctx.tv, ctx.has_ptr), dq, dk, dv)
         return dq, dk, dv, None
 
 
@@ -720,20 +648,20 @@ class _FusedAttentionQKV(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, qkv: torch.Tensor, heads: int, t_valid: Any) -> Any:
-        o, nlse, tv_args = _attn_forward(*_split_qkv(qkv, heads), t_valid)
+        o, lse, tv_args = _attn_forward(*_split_qkv(qkv, heads), t_valid)
         ctx.heads = heads
-        ctx.save_for_backward(qkv, o, nlse, *_save_tv(ctx, tv_args))
+        ctx.save_for_backward(qkv, o, lse, *_save_tv(ctx, tv_args))
         b, h, t, d = o.shape
         return o.transpose(1, 2).reshape(b, t, h * d)  # token-major storage: a view
 
     @staticmethod
     def backward(ctx: Any, do: torch.Tensor) -> Any:
-        qkv, o, nlse, tv_ptr = ctx.saved_tensors
+        qkv, o, lse, tv_ptr = ctx.saved_tensors
         b, h, t, d = o.shape
         grad = torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
         dq, dk, dv = _split_qkv(grad, ctx.heads)
         do = do.reshape(b, t, h, d).transpose(1, 2)  # a view when do is token-major
-        _attn_backward(*_split_qkv(qkv, ctx.heads), o, do, nlse, (tv_ptr, ctx.tv, ctx.has_ptr),
+        _attn_backward(*_split_qkv(qkv, ctx.heads), o, do, lse, (tv_ptr, ctx.tv, ctx.has_ptr),
                        dq, dk, dv)  # fmt: skip
         return grad, None, None
 

@@ -28,19 +28,17 @@ TARGET = GPUTarget("cuda", 90, 32)
 
 
 def compile_sm90(fn, types: dict[str, str], constexprs: dict[str, object],  # noqa: ANN001, ANN201
-                 warps: int = 4, aligned: tuple[str, ...] = (), maxnreg: int | None = None):  # fmt: skip
-    """fn compiled for sm_90 with argument types `types` (constexprs by value) on `warps` warps
-    (at most `maxnreg` registers per thread, if given), specialised as a launch specialises it:
-    an integer argument passed as 1 belongs in `constexprs`; `aligned` names the pointers and
-    integers known to be multiples of 16 (bytes, elements). Returns Triton's compiled kernel
-    (its `asm` holds ttgir, ptx and cubin)."""
+                 warps: int = 4, aligned: tuple[str, ...] = ()):  # fmt: skip
+    """fn compiled for sm_90 with argument types `types` (constexprs by value) on `warps` warps,
+    specialised as a launch specialises it: an integer argument passed as 1 belongs in
+    `constexprs`; `aligned` names the pointers and integers known to be multiples of 16 (bytes,
+    elements). Returns Triton's compiled kernel (its `asm` holds ttgir, ptx and cubin)."""
     signature = {**types, **{k: "constexpr" for k in constexprs}}
     params = list(inspect.signature(fn.fn).parameters)
     signature = {k: signature[k] for k in params}
     attrs = {(params.index(k),): [["tt.divisibility", 16]] for k in aligned}
     source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    options = {"num_warps": warps} | ({"maxnreg": maxnreg} if maxnreg else {})
-    return triton.compile(source, target=TARGET, options=options)
+    return triton.compile(source, target=TARGET, options={"num_warps": warps})
 
 
 def cuobjdump(kernel, option: str) -> str | None:  # noqa: ANN001
@@ -68,10 +66,9 @@ def resource_usage(kernel) -> tuple[int, int] | None:  # noqa: ANN001
 
 
 def compile_kernel(fn, types: dict[str, str], constexprs: dict[str, object],  # noqa: ANN001
-                   warps: int = 4, aligned: tuple[str, ...] = (),
-                   maxnreg: int | None = None) -> tuple[int, int] | None:  # fmt: skip
+                   warps: int = 4, aligned: tuple[str, ...] = ()) -> tuple[int, int] | None:  # fmt: skip
     """`compile_sm90`'s `resource_usage`."""
-    return resource_usage(compile_sm90(fn, types, constexprs, warps, aligned, maxnreg))
+    return resource_usage(compile_sm90(fn, types, constexprs, warps, aligned))
 
 
 def usage_text(usage: tuple[int, int] | None) -> str:
@@ -148,7 +145,7 @@ def attention_launch(kernel: str, t: int) -> tuple:
     """`compile_sm90`'s arguments for an attention kernel ("forward", "dq", "dkdv") at its
     default launch for T tokens, bf16 heads of 2 in the packed q/k/v projection, specialised as
     the step launches it (unit feature strides; the tensors and the sample and token strides
-    multiples of 16): (fn, types, constexprs, warps, aligned, maxnreg)."""
+    multiples of 16): (fn, types, constexprs, warps, aligned)."""
     heads = ("sq", "sk", "sv")
     base = {"tv_ptr": "*i64", "tv": "i32", "T": "i32", "H": "i32", "qk_scale": "fp32"}
     bf16 = lambda *names: {f"{n}_ptr": "*bf16" for n in names}  # noqa: E731
@@ -156,25 +153,25 @@ def attention_launch(kernel: str, t: int) -> tuple:
     hstrides = lambda *ns: {f"{a}_{b}": "i64" for a in ns for b in "bhtd"}  # noqa: E731
     if kernel == "forward":
         fn = K._attn_fwd_kernel
-        ptrs, names = {**bf16("q", "k", "v", "o"), **f32("nlse")}, (*heads, "so")
+        ptrs, names = {**bf16("q", "k", "v", "o"), **f32("lse")}, (*heads, "so")
     elif kernel == "dq":
         fn = K._attn_bwd_dq_kernel
-        ptrs = {**bf16("q", "k", "v", "o", "do"), **f32("nlse", "ndelta"), **bf16("dq")}
+        ptrs = {**bf16("q", "k", "v", "o", "do"), **f32("lse", "delta"), **bf16("dq")}
         names = (*heads, "so", "sdo", "sg")
     else:
         fn = K._attn_bwd_dkdv_kernel
-        ptrs = {**bf16("q", "k", "v", "do"), **f32("nlse", "ndelta"), **bf16("dk", "dv")}
+        ptrs = {**bf16("q", "k", "v", "do"), **f32("lse", "delta"), **bf16("dk", "dv")}
         names = (*heads, "sdo", "sg")
     scale = {} if kernel == "forward" else {"sm_scale": "fp32"}
     types = {**ptrs, **base, **scale, **hstrides(*names)}
     bt = K._block_t(t)
-    launch = K._attn_launch(bt, kernel)
+    launch = K._attn_launch(bt)
     chunk = {"QC" if kernel == "dkdv" else "KC": launch["KC"]}
     ones = [k for k in types if k.endswith("_d")]
     aligned = tuple(k for k in types if k.endswith(("_ptr", "_b", "_t")) and k != "tv_ptr")
     const = {"D": 2, "DP": 2, "BT": bt, "TV_PTR": True, **chunk, **dict.fromkeys(ones, 1)}
     types = {k: v for k, v in types.items() if k not in ones}
-    return fn, types, const, launch["num_warps"], aligned, launch["maxnreg"]
+    return fn, types, const, launch["num_warps"], aligned
 
 
 def attention_variants() -> list[str]:
@@ -183,7 +180,8 @@ def attention_variants() -> list[str]:
     line = "attention (bf16, heads of 2):"
     for t in (32, 64):
         for kernel in ("forward", "dq", "dkdv"):
-            usage = compile_kernel(*attention_launch(kernel, t))
+            fn, types, const, warps, aligned = attention_launch(kernel, t)
+            usage = compile_kernel(fn, types, const, warps, aligned)
             line += f" T {t} {kernel} {usage_text(usage)};"
             if usage is not None and usage[1]:
                 raise SystemExit(f"spills: {line}")

@@ -392,19 +392,6 @@ def test_layer_norm_partial_sums(K):
     torch.testing.assert_close(K._ln_part_sum(part), part.sum(0), **FP32)
 
 
-def test_attention_register_caps(monkeypatch):
-    """The caps apply at chunks of 32 (the default) and go with attn_regs=ptxas or another
-    chunk size."""
-    assert kernels._attn_launch(64, "dq") == {"KC": 32, "num_warps": 1, "maxnreg": 96}
-    assert kernels._attn_launch(32, "dkdv")["maxnreg"] == 112
-    assert kernels._attn_launch(128, "forward")["maxnreg"] is None  # no cap fitted at BT 128
-    monkeypatch.setitem(kernels.KERNELS, "attn_chunk", 16)
-    assert kernels._attn_launch(64, "dq")["maxnreg"] is None
-    monkeypatch.setitem(kernels.KERNELS, "attn_chunk", 0)
-    monkeypatch.setitem(kernels.ATTN_REGS, "impl", "ptxas")
-    assert kernels._attn_launch(64, "dq")["maxnreg"] is None
-
-
 def test_programs_per_sm_by_hand():
     """Residency on an H100/H200 SM (65,536 registers, 64 warps, 228 KiB shared memory, 32
     programs): registers per thread round up to 8. 165 registers on 2 warps: 168 * 32 * 2 =
