@@ -15,13 +15,14 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
 Measured 2026-12-07, session 16 (same settings; one H100, Triton 3.6; no H200 was granted):
-  session 15's 484f978 886,915 samples/s (9.24 ms) and, with --profile, 889,820 (9.21 ms), against 889,013
-  (9.21 ms) for session 14's cf69be7 and 883,172 (9.28 ms) with --switch attn_regs=ptxas, all
-  in one call: session 15's attention changes (~30% fewer instructions per chunk, counted on
-  the CPU machine) changed nothing measurable and were reverted (docs/models.md). Profile: 1,034
-  kernels and 9.01 ms of kernel time per step (attention 1.26 ms, the LayerNorm backward 0.45
-  and its partial sums 0.20, the LayerNorm forward 0.25, strided elementwise kernels ~0.79,
-  cuBLAS split-K reductions 0.27; 580 kernels under 3 us, 0.81 ms). At session 11's H100 / H200
+  session 15's 484f978 at 886,915 samples/s (9.24 ms) and, with --profile, 889,820 (9.21 ms),
+  against 889,013 (9.21 ms) for session 14's cf69be7 and 883,172 (9.28 ms) with --switch
+  attn_regs=ptxas (484f978's attention without its register caps), all in one call: session
+  15's attention changes (~30% fewer instructions per chunk, counted on the CPU machine)
+  changed nothing measurable and were reverted (docs/models.md). Profile: 1,034 kernels and
+  9.01 ms of kernel time per step (attention 1.26 ms, the LayerNorm backward 0.45 and its
+  partial sums 0.20, the LayerNorm forward 0.25, strided elementwise kernels ~0.79, cuBLAS
+  split-K reductions 0.27; 580 kernels under 3 us, 0.81 ms). At session 11's H100 / H200
   ratio (1.15) 9.21 ms would be ~8.0 ms (~1.02M samples/s) on the H200: an estimate, not a
   measurement. Then the LayerNorm backward at 16 elements per thread (from
   benchmarks/layer_norm_launch.py on that H100) and its partial sums at 8 x 512.
