@@ -25,7 +25,10 @@ Measured 2026-12-07, session 16 (same settings; one H100, Triton 3.6; no H200 wa
   split-K reductions 0.27; 580 kernels under 3 us, 0.81 ms). At session 11's H100 / H200
   ratio (1.15) 9.21 ms would be ~8.0 ms (~1.02M samples/s) on the H200: an estimate, not a
   measurement. Then the LayerNorm backward at 16 elements per thread (from
-  benchmarks/layer_norm_launch.py on that H100) and its partial sums at 8 x 512.
+  benchmarks/layer_norm_launch.py on that H100) and its partial sums at 8 x 512, in a second
+  call on an H100: 914,512 and 914,694 samples/s (8.96 ms, two runs) against 887,693 (9.23 ms)
+  for 484f978, +3.0%; ~7.8 ms (~1.05M samples/s) on an H200 at the 1.15 ratio, an estimate.
+  The partial sums then went to 4 x 512 (faster in layer_norm_launch.py; untimed in the step).
 Measured 2026-12-06, session 14 (same settings; --command-steps 0 --full-steps 0 --paths 1;
   one H100 once, after 19 refused requests; no H200): commit f8ac1a4 890,318 samples/s
   (9.20 ms) against 828,847 (9.88 ms) for session 12's c611832 in the same call (+7.4%; this

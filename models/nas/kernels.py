@@ -788,9 +788,10 @@ def _sm_count(device: torch.device) -> int:
 
 # The partial sums' reduction: columns per program, rows per step (on 4 warps). The loop over
 # the G rows is latency-bound (G is the backward's persistent grid, ~400-800 programs on 132
-# SMs, in 16-128 KB): 8 columns of 512 rows take the token LayerNorm's [G, 32] in 4 programs of
-# <= 2 steps, where 32 x 128 took one program of up to 7 (benchmarks/layer_norm_launch.py).
-LN_PART_COLS, LN_PART_ROWS = 8, 512
+# SMs; 100 KB to 3 MB): on an H100 (benchmarks/layer_norm_launch.py --table part-sums) 4 columns
+# of 512 rows took 6.8-8.1 us at the step's shapes, where 32 x 128 took 11.3-16.1 (the token
+# LayerNorm's [792, 32] was one program looping 7 times) and 8 x 512 7.5-9.2.
+LN_PART_COLS, LN_PART_ROWS = 4, 512
 
 
 def _ln_part_sum(part: torch.Tensor) -> torch.Tensor:
