@@ -706,10 +706,12 @@ def fused_attention_qkv(
 # first default: 256 rows of 16 over 4 warps) the kernels spill since they gained strides, masks
 # and a ReLU: ptxas (sm_90, Triton 3.9) gives the token backward 255 registers and a 392-byte
 # stack per thread, the forward 88 bytes. At 16 the forward takes 48-158 registers (by Triton
-# version); the backward (226-254 registers at 16, spilling under Triton 3.6) runs at 8: 93-110
-# registers for the masked LayerNorm under Triton 3.6 (the GPU machine's) as the step launches it
-# (unit strides and 16-byte alignment specialised), 128 for the token LayerNorm in bf16
-# (tests/models/nas/sm90_compile.py compiles them so and checks that none spills).
+# version). The backward ran at 8 while it spilled at 16 (226-254 registers under Triton 3.6);
+# reworked (session 14) it takes 153-206 at 16 with no spill under Triton 3.6 and 3.7, and on an
+# H100 (benchmarks/layer_norm_launch.py, session 16) 16 per thread was the fastest or near it at
+# every step shape (token [8192, 64, 16]: 49.2 us against 57.7 at 8; masked [8192, 128]: 23.6
+# against 27.4). tests/models/nas/sm90_compile.py compiles both as the step launches them (unit
+# strides and 16-byte alignment specialised) and checks that none spills.
 LN_ELEMS_PER_THREAD = 16
 LN_BWD_ELEMS_PER_THREAD = 16
 # Rows the LayerNorm kernels take (they index rows in int32; a program's load-ahead reaches up to
@@ -719,8 +721,8 @@ _LN_MAX_ROWS = 2**30
 
 def _ln_launch(n: int, backward: bool = False) -> tuple[int, int, int]:
     """(padded width, rows per program, warps) for N features: rows filling LN_ELEMS_PER_THREAD
-    (forward) or LN_BWD_ELEMS_PER_THREAD (backward) per thread on 2 warps (64 or 32 rows of 16
-    features), more warps for wide rows so that a block keeps 2 rows (at one row, ptxas gives
+    (forward) or LN_BWD_ELEMS_PER_THREAD (backward) per thread on 2 warps (64 rows of 16
+    features at 16 per thread), more warps for wide rows so that a block keeps 2 rows (at one row, ptxas gives
     the backward 163 registers against 96 for two)."""
     bn = max(2, _pow2(n))
     elems = LN_BWD_ELEMS_PER_THREAD if backward else LN_ELEMS_PER_THREAD
