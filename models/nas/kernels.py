@@ -722,8 +722,8 @@ _LN_MAX_ROWS = 2**30
 def _ln_launch(n: int, backward: bool = False) -> tuple[int, int, int]:
     """(padded width, rows per program, warps) for N features: rows filling LN_ELEMS_PER_THREAD
     (forward) or LN_BWD_ELEMS_PER_THREAD (backward) per thread on 2 warps (64 rows of 16
-    features at 16 per thread), more warps for wide rows so that a block keeps 2 rows (at one row, ptxas gives
-    the backward 163 registers against 96 for two)."""
+    features at 16 per thread), more warps for wide rows so that a block keeps 2 rows (at one
+    row, ptxas gave the backward 163 registers against 96 for two)."""
     bn = max(2, _pow2(n))
     elems = LN_BWD_ELEMS_PER_THREAD if backward else LN_ELEMS_PER_THREAD
     warps = (backward and KERNELS["ln_bwd_warps"]) or KERNELS["ln_warps"]
