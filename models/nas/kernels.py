@@ -713,7 +713,6 @@ def fused_attention_qkv(
 # against 27.4). tests/models/nas/sm90_compile.py compiles both as the step launches them (unit
 # strides and 16-byte alignment specialised) and checks that none spills.
 LN_ELEMS_PER_THREAD = 16
-LN_BWD_ELEMS_PER_THREAD = 16
 # Rows the LayerNorm kernels take (they index rows in int32; a program's load-ahead reaches up to
 # about twice the row count); more go to the reference path.
 _LN_MAX_ROWS = 2**30
@@ -721,15 +720,14 @@ _LN_MAX_ROWS = 2**30
 
 def _ln_launch(n: int, backward: bool = False) -> tuple[int, int, int]:
     """(padded width, rows per program, warps) for N features: rows filling LN_ELEMS_PER_THREAD
-    (forward) or LN_BWD_ELEMS_PER_THREAD (backward) per thread on 2 warps (64 rows of 16
-    features at 16 per thread), more warps for wide rows so that a block keeps 2 rows (at one
-    row, ptxas gave the backward 163 registers against 96 for two)."""
+    per thread on 2 warps (64 rows of 16 features), more warps for wide rows so that a block
+    keeps 2 rows (at one row, ptxas gave the backward 163 registers against 96 for two); the
+    KERNELS overrides (the backward's own first) replace either."""
     bn = max(2, _pow2(n))
-    elems = LN_BWD_ELEMS_PER_THREAD if backward else LN_ELEMS_PER_THREAD
     warps = (backward and KERNELS["ln_bwd_warps"]) or KERNELS["ln_warps"]
-    warps = warps or max(2, 2 * bn // (32 * elems))
+    warps = warps or max(2, 2 * bn // (32 * LN_ELEMS_PER_THREAD))
     rows = (backward and KERNELS["ln_bwd_rows"]) or KERNELS["ln_rows"]
-    rows = rows or max(1, elems * 32 * warps // bn)
+    rows = rows or max(1, LN_ELEMS_PER_THREAD * 32 * warps // bn)
     return bn, rows, warps
 
 
