@@ -129,6 +129,17 @@ class _Run:
 
 
 @dataclass
+class _Forward:
+    """What a block's backward needs from its forward: its three outputs (with autograd history),
+    a binary op's two input leaves, and the parameter leaves its ops took (`StaticBlock.take`:
+    (parameter, index into it, leaf))."""
+
+    outs: tuple[torch.Tensor, ...]
+    pair: tuple[torch.Tensor, ...]
+    taken: list[tuple[nn.Parameter, tuple, torch.Tensor]]
+
+
+@dataclass
 class _Entry:
     """One block key: its block, and once captured its (forward, backward) graphs."""
 
@@ -136,7 +147,7 @@ class _Entry:
     params: list[nn.Parameter]
     grad_params: list[nn.Parameter] = field(default_factory=list)  # those that get a gradient
     graphs: tuple[Any, Any] | None = None
-    outs: tuple[torch.Tensor, ...] | None = None  # eager: `_block_forward`'s, for the backward
+    outs: _Forward | None = None  # eager: `_block_forward`'s, for the backward
 
 
 class _Chain(torch.autograd.Function):
@@ -205,6 +216,19 @@ def _head_backward(
     g_s = torch.einsum("b,bft->tf", gx, x_s.view(b, EMB, -1))
     gw = torch.cat([g_d, g_s.reshape(-1)]).to(weight.dtype)[None]
     return gw, g.sum().to(weight.dtype).reshape(1)
+
+
+def outside(t: torch.Tensor, idx: tuple) -> list[torch.Tensor]:
+    """Views of what lies outside t[idx], for idx leading slices from 0 (`StaticBlock.take`'s):
+    the rows past idx[0], then the columns past idx[1] of the rows before."""
+    out = []
+    rows = idx[0].stop if idx else None
+    if rows is not None and rows < t.shape[0]:
+        out.append(t[rows:])
+    cols = idx[1].stop if len(idx) > 1 else None
+    if cols is not None and cols < t.shape[1]:
+        out.append(t[:rows, cols:])
+    return out
 
 
 def room_for_graph(device: torch.device, need_bytes: int) -> tuple[bool, float]:
@@ -339,12 +363,13 @@ class BlockChain:
         features, a live block's width class (0 for a dead block)."""
         return [self.layout.n_dense] + [r.entry.block.wc if r else 0 for r in plan]
 
-    def _block_forward(self, e: _Entry, bufs: NodeBuffers) -> tuple[torch.Tensor, ...]:
+    def _block_forward(self, e: _Entry, bufs: NodeBuffers) -> _Forward:
         """Block e's outputs from the buffers, written into its slot (past them the slot was
-        zeroed by `NodeBuffers.prepare_slot`); returns them with their autograd history, and a
-        binary op's inputs, for `_block_backward`."""
+        zeroed by `NodeBuffers.prepare_slot`); returns them with their autograd history, a
+        binary op's inputs and the parameters its ops took, for `_block_backward`."""
         blk, lay, batch = e.block, self.layout, bufs.nd.shape[0]
-        n = blk.i + 1
+        n, pair = blk.i + 1, ()
+        blk.taken = []
         with torch.enable_grad():
             if blk.binary:
                 width = lay.left_width(blk.i)
@@ -357,31 +382,64 @@ class BlockChain:
             sparse_in = bufs.ns[:, :, :n].view(batch, EMB, -1)
             sink_s = bufs.gs[:, :, :n].view(batch, EMB, -1)
             slots = self._out_slots(blk, bufs.nd, bufs.ns)
-            outs = blk.parts(bufs.masks[blk.i], dense_in, sparse_in, (sink_d, sink_s), slots[:2])
+            try:
+                outs = blk.parts(bufs.masks[blk.i], dense_in, sparse_in, (sink_d, sink_s),
+                                 slots[:2])  # fmt: skip
+            finally:
+                taken, blk.taken = blk.taken, None
         with torch.no_grad():
             for dst, src in zip(slots, outs, strict=True):
                 if src.data_ptr() != dst.data_ptr() or src.stride() != dst.stride():
                     dst.copy_(src)  # (the dense output and op tokens may be written in place)
-        return (*outs, *pair) if blk.binary else outs
+        return _Forward(outs, pair, taken)
 
-    def _block_backward(
-        self, e: _Entry, outs: tuple[torch.Tensor, ...], bufs: NodeBuffers
-    ) -> list[nn.Parameter]:
+    def _block_backward(self, e: _Entry, fwd: _Forward, bufs: NodeBuffers) -> list[nn.Parameter]:
         """Block e's backward from its slot's output gradient: input gradients added into the
         gradient buffers (a binary op's: written into `gpair`), parameter gradients written
         into theirs. Returns the parameters that got one."""
-        blk = e.block
+        blk, n_pair, n_taken = e.block, len(fwd.pair), len(fwd.taken)
         grad_out = self._out_slots(blk, bufs.gd, bufs.gs)
-        leaves = [*e.params, *outs[3:]] if blk.binary else e.params
-        grads = torch.autograd.grad(outs[:3], leaves, grad_out, allow_unused=True)
-        if blk.binary:  # both sides' gradients in one multi-tensor copy
+        leaves = [*fwd.pair, *(v for _, _, v in fwd.taken), *e.params]
+        grads = torch.autograd.grad(fwd.outs, leaves, grad_out, allow_unused=True)
+        if n_pair:  # both sides' gradients in one multi-tensor copy
             width = self.layout.left_width(blk.i)
-            torch._foreach_copy_([bufs.gpair[:, k, :width] for k in range(2)], list(grads[-2:]))
-        used = [(p, g) for p, g in zip(e.params, grads[: len(e.params)], strict=True)
-                if g is not None]  # fmt: skip
-        if used:  # one multi-tensor copy: ~20 gradients a block, most of them tiny
-            torch._foreach_copy_([self._grad_buffer(p) for p, _ in used], [g for _, g in used])
-        return [p for p, _ in used]
+            torch._foreach_copy_([bufs.gpair[:, k, :width] for k in range(2)], list(grads[:2]))
+        g_taken = zip(fwd.taken, grads[n_pair : n_pair + n_taken], strict=True)
+        parts = [(p, idx, g) for (p, idx, _), g in g_taken if g is not None]
+        whole = [(p, (), g) for p, g in zip(e.params, grads[n_pair + n_taken :], strict=True)
+                 if g is not None]  # fmt: skip
+        taken = {id(p) for p, _, _ in fwd.taken}
+        if any(id(p) in taken for p, _, _ in whole):  # its whole gradient would be lost
+            raise RuntimeError(f"block {blk.i}: a parameter was used both taken and whole")
+        parts += whole
+        self._write_grads(parts)
+        return [p for p, _, _ in parts]
+
+    def _write_grads(self, parts: list[tuple[nn.Parameter, tuple, torch.Tensor]]) -> None:
+        """Each (parameter, index, gradient): the gradient into the parameter's gradient buffer
+        at the index, zeros around it. Multi-tensor copies (one per gradient dtype, of those
+        laid out as their destination) and one multi-tensor zeroing: ~20 gradients a block,
+        most of them tiny."""
+        copies: dict[torch.dtype, tuple[list, list]] = {}
+        rest: list[torch.Tensor] = []
+        for p, idx, g in parts:
+            buf = self._grad_buffer(p)
+            dst = buf[idx]
+            if dst.stride() == g.stride() and dst.is_contiguous():
+                dsts, srcs = copies.setdefault(g.dtype, ([], []))
+                dsts.append(dst)
+                srcs.append(g)
+            else:
+                dst.copy_(g)
+            rest += outside(buf, idx)
+        for dsts, srcs in copies.values():
+            torch._foreach_copy_(dsts, srcs)
+        dense = [t for t in rest if t.is_contiguous()]
+        if dense:
+            torch._foreach_zero_(dense)
+        for t in rest:
+            if not t.is_contiguous():
+                t.zero_()
 
     def _out_slots(
         self, blk: StaticBlock, dense: torch.Tensor, sparse: torch.Tensor

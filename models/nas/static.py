@@ -222,6 +222,7 @@ def masked_layer_norm(
     y: torch.Tensor, ln: nn.LayerNorm | None, mask: torch.Tensor, eps: float = 1e-5,
     relu: bool = False, out_dtype: torch.dtype | None = None, scale: torch.Tensor | None = None,
     residual: torch.Tensor | None = None, out: torch.Tensor | None = None,
+    affine: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """LayerNorm over the features where `mask` is 1 (with the first affine weights), zero
     elsewhere: equals F.layer_norm(y[..., :d], (d,), w[:d], b[:d]) padded with zeros, then a
@@ -230,14 +231,15 @@ def masked_layer_norm(
     narrower than `ln` (a capped block): its first affine weights are used. `scale` (a 0-d 0/1
     flag) multiplies the LayerNorm's result, folded into the affine weights (or the mask
     without LayerNorm): no pass over y. `out`: where the Triton path writes the result
-    (`kernels.masked_layer_norm`; other paths ignore it)."""
+    (`kernels.masked_layer_norm`; other paths ignore it). `affine`: ln's first weights and biases
+    as the caller took them (`StaticBlock.take`), instead of slicing them here."""
     if ln is None:
         res = wide(y) * (mask if scale is None else mask * scale)
         res = F.relu(res) if relu else res
         res = res if out_dtype is None else res.to(out_dtype)
         return res if residual is None else residual + res
     size = mask.shape[-1]
-    w, b = ln.weight[:size], ln.bias[:size]
+    w, b = affine or (ln.weight[:size], ln.bias[:size])
     if scale is not None:
         w, b = w * scale, b * scale
     if LN_KERNEL["impl"] == "triton" and kernels._use_triton(y):
@@ -355,8 +357,50 @@ BIAS_GRAD = {"impl": "mv"}
 def bias_grad(g2: torch.Tensor) -> torch.Tensor:
     """The column sums of g2 [M, N] in its dtype (the gradient of a Linear's bias)."""
     if BIAS_GRAD["impl"] == "mv" and g2.is_cuda:
-        return torch.mv(g2.t(), g2.new_ones(g2.shape[0]))
+        return torch.mv(g2.t(), ones(g2.shape[0], g2.dtype, g2.device))
     return g2.sum(0)
+
+
+_ONES: dict[tuple, torch.Tensor] = {}
+
+
+def ones(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A vector of n ones, made once per (n, dtype, device) and never written: `bias_grad` reads
+    one for every bias (~40 fill kernels per sampled step at batch 8192 when each made its own).
+    One made during a CUDA-graph capture is not kept: it lives in that graph's memory pool, which
+    other captures reuse (the warm-up runs before a capture make the kept ones)."""
+    key = (n, dtype, device)
+    v = _ONES.get(key)
+    if v is None:
+        v = torch.ones(n, dtype=dtype, device=device)
+        if not (v.is_cuda and torch.cuda.is_current_stream_capturing()):
+            _ONES[key] = v
+    return v
+
+
+# A weight gradient g^T x whose output is tiny (at most TINY_WGRAD_OUT elements) over many rows
+# is summed as TINY_WGRAD_CHUNKS batched products and a sum over them: cuBLAS ran the block-0
+# gate's [13, 8192] x [8192, 13] in one ~79 us kernel (H100, benchmarks/block_kernels.py),
+# against ~4 us for the block's [128, 8192] x [8192, 13].
+TINY_WGRAD_OUT, TINY_WGRAD_CHUNKS = 256, 64
+
+
+def weight_grad(g2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """g2^T x2 for g2 [M, N], x2 [M, K] (a Linear's weight gradient [N, K])."""
+    m, chunks = g2.shape[0], TINY_WGRAD_CHUNKS
+    if g2.is_cuda and g2.shape[1] * x2.shape[1] <= TINY_WGRAD_OUT and m >= 64 * chunks:
+        if m % chunks == 0:
+            return chunked_weight_grad(g2, x2, chunks)
+    return g2.t().mm(x2)
+
+
+def chunked_weight_grad(g2: torch.Tensor, x2: torch.Tensor, chunks: int) -> torch.Tensor:
+    """g2^T x2 as `chunks` batched products over consecutive row blocks (M divisible by
+    `chunks`), summed in float32 at least, in g2's dtype. x2 may be strided (rows evenly)."""
+    m, n, k = g2.shape[0], g2.shape[1], x2.shape[1]
+    parts = torch.bmm(g2.reshape(chunks, m // chunks, n).transpose(1, 2),
+                      x2.view(chunks, m // chunks, k))  # fmt: skip
+    return parts.sum(0, dtype=torch.promote_types(g2.dtype, torch.float32)).to(g2.dtype)
 
 
 class _Linear(torch.autograd.Function):
@@ -391,7 +435,7 @@ class _Linear(torch.autograd.Function):
             gx, ctx.into.grad = acc.view(x.shape).to(x.dtype), None
         elif ctx.needs_input_grad[0]:
             gx = g2.mm(weight).view(x.shape)
-        gw = g2.t().mm(x2) if ctx.needs_input_grad[1] else None
+        gw = weight_grad(g2, x2) if ctx.needs_input_grad[1] else None
         gb = bias_grad(g2) if ctx.needs_input_grad[2] else None
         return gx, gw, gb, None, None
 
@@ -446,6 +490,32 @@ class StaticBlock(nn.Module):
         self.register_buffer("dense_owner", owners(layout.node_width, n).to(device))
         self.register_buffer("token_owner", owners(layout.node_tokens, n).to(device))
         self.sink_d = self.sink_s = self.out_dense = self.out_tokens = None
+        self.taken: list[tuple[nn.Parameter, tuple, torch.Tensor]] | None = None
+
+    def take(
+        self, p: nn.Parameter, rows: int | None = None, cols: int | None = None,
+        dt: torch.dtype | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """Parameter p's first `rows` rows and `cols` columns (all when None), in `dt` when given,
+        through autograd to p. While `taken` is a list (models/nas/chain.py sets one) it is a
+        leaf of its own instead, recorded there with its index into p: the chain writes its
+        gradient into p's gradient buffer in place, where autograd would fill a p-sized
+        gradient with zeros and copy the slice's into it, and cast a cast's back (~200 small
+        kernels per sampled step at batch 8192)."""
+        idx = (slice(rows), slice(cols))[: p.dim()]
+        v = p if rows is None and cols is None else p[idx]
+        v = v if dt is None else v.to(dt)
+        if self.taken is None:
+            return v
+        if any(q is p for q, _, _ in self.taken):
+            raise RuntimeError(f"block {self.i}: a parameter {tuple(p.shape)} was taken twice")
+        v = v.detach().requires_grad_()
+        self.taken.append((p, idx, v))
+        return v
+
+    def _affine(self, ln: nn.LayerNorm | None, size: int) -> Any:
+        """ln's first `size` weights and biases, taken (None without a LayerNorm)."""
+        return None if ln is None else (self.take(ln.weight, size), self.take(ln.bias, size))
 
     def forward(
         self, mask: torch.Tensor, dense_in: Any, sparse_in: torch.Tensor,
@@ -504,13 +574,17 @@ class StaticBlock(nn.Module):
         out_d = y
         if self.s2d is not None:
             fm = fm_term(so)
-            fm = linear(fm, self.s2d.weight[: self.wc], self.s2d.bias[: self.wc])
+            fm = linear(fm, self.take(self.s2d.weight, self.wc, dt=dt),
+                        self.take(self.s2d.bias, self.wc, dt=dt))  # fmt: skip
             out_d = masked_layer_norm(fm, self.s2d_ln, dmask, out_dtype=dt, scale=flags[2],
-                                      residual=y, out=self.out_dense)  # fmt: skip
+                                      residual=y, out=self.out_dense,
+                                      affine=self._affine(self.s2d_ln, self.wc))  # fmt: skip
         self.sink_d = self.sink_s = self.out_dense = self.out_tokens = None
         # the dense->sparse switch folded into the weights (exact: a 0/1 flag), not the output
         on = flags[3]
-        extra = linear(y, self.d2s.weight[:, : self.wc] * on, self.d2s.bias * on)
+        d2s = self.d2s
+        extra = linear(y, self.take(d2s.weight, cols=self.wc, dt=dt) * on,
+                       self.take(d2s.bias, dt=dt) * on)  # fmt: skip
         extra = extra.view(-1, D2S_TOKENS, EMB)
         if dt is not None:
             return out_d.to(dt), so.to(dt), extra.to(dt)
@@ -534,10 +608,12 @@ class StaticBlock(nn.Module):
     def _fc(
         self, x: torch.Tensor, cols: torch.Tensor, dmask: torch.Tensor, dt: torch.dtype | None
     ) -> torch.Tensor:
-        lin = self.dense.linear
-        w = self._dense_weight(lin.weight[: self.wc], cols, dt)
-        y = project(x, w, lin.bias[: self.wc], self.sink_d)
-        return masked_layer_norm(y, self.dense.ln, dmask, relu=True, out_dtype=dt)
+        lin, wc = self.dense.linear, self.wc
+        w = self._dense_weight(self.take(lin.weight, wc), cols, dt)
+        y = project(x, w, self.take(lin.bias, wc, dt=dt), self.sink_d)
+        ln = self.dense.ln
+        return masked_layer_norm(y, ln, dmask, relu=True, out_dtype=dt,
+                                 affine=self._affine(ln, wc))  # fmt: skip
 
     def _dot(
         self, x: torch.Tensor, s: torch.Tensor, cols_d: torch.Tensor, cols_s: torch.Tensor,
@@ -545,11 +621,11 @@ class StaticBlock(nn.Module):
     ) -> torch.Tensor:  # fmt: skip
         dot, k, wc = self.dense, self.kc, self.wc
         w = self._dense_weight(dot.dense_proj.weight, cols_d, dt)
-        dense_tok = project(x, w, dot.dense_proj.bias, self.sink_d)
+        dense_tok = project(x, w, self.take(dot.dense_proj.bias, dt=dt), self.sink_d)
         if dot.dense_ln is not None:
             dense_tok = token_norm(dense_tok, dot.dense_ln)  # 16 features: the token kernel
-        w = self._token_weight(dot.token_proj.weight[:k], cols_s, dt)
-        sparse_tok = token_project(s, w, dot.token_proj.bias[:k], self.sink_s)
+        w = self._token_weight(self.take(dot.token_proj.weight, k), cols_s, dt)
+        sparse_tok = token_project(s, w, self.take(dot.token_proj.bias, k, dt=dt), self.sink_s)
         if dot.token_ln is not None:
             sparse_tok = token_norm(sparse_tok, dot.token_ln, token_mask=m["kmask"])
         else:
@@ -561,8 +637,10 @@ class StaticBlock(nn.Module):
         if dot.out is None:  # pairs(k_max) == W: never projected
             y = padded(pairs, wc)
         else:
-            y = switched_linear(pairs, dot.out.weight[:wc, :c], dot.out.bias[:wc], identity)
-        return masked_layer_norm(y, dot.ln, m["dmask"], out_dtype=dt)
+            w, b = self.take(dot.out.weight, wc, c), self.take(dot.out.bias, wc)
+            y = switched_linear(pairs, w, b, identity)
+        return masked_layer_norm(y, dot.ln, m["dmask"], out_dtype=dt,
+                                 affine=self._affine(dot.ln, wc))  # fmt: skip
 
     def _binary(
         self, left: torch.Tensor, right: torch.Tensor, dmask: torch.Tensor, identity: torch.Tensor,
@@ -570,19 +648,20 @@ class StaticBlock(nn.Module):
     ) -> torch.Tensor:  # fmt: skip
         op, wc = self.dense, self.wc
         if op.gate is not None:
-            y = torch.sigmoid(linear(left, op.gate.weight, op.gate.bias)) * right
+            gate = linear(left, self.take(op.gate.weight, dt=dt), self.take(op.gate.bias, dt=dt))
+            y = torch.sigmoid(gate) * right
         else:
             y = left + right
-        y = switched_linear(y, op.proj.weight[:wc], op.proj.bias[:wc], identity)
-        return masked_layer_norm(y, op.ln, dmask, out_dtype=dt)
+        y = switched_linear(y, self.take(op.proj.weight, wc), self.take(op.proj.bias, wc), identity)
+        return masked_layer_norm(y, op.ln, dmask, out_dtype=dt, affine=self._affine(op.ln, wc))
 
     def _efc(
         self, s: torch.Tensor, cols: torch.Tensor, tmask: torch.Tensor, dt: torch.dtype | None
     ) -> torch.Tensor:
         efc = self.sparse
         lin = efc.linear
-        w = self._token_weight(lin.weight[: self.tc], cols, dt)
-        y = token_project(s, w, lin.bias[: self.tc], self.sink_s)
+        w = self._token_weight(self.take(lin.weight, self.tc), cols, dt)
+        y = token_project(s, w, self.take(lin.bias, self.tc, dt=dt), self.sink_s)
         if efc.ln is not None:
             return token_norm(y, efc.ln, relu=True, token_mask=tmask, out=self.out_tokens)
         return F.relu(y) * tmask[:, None].to(y.dtype)
@@ -592,17 +671,18 @@ class StaticBlock(nn.Module):
     ) -> torch.Tensor:
         att = self.sparse
         lin = att.linear
-        w = self._token_weight(lin.weight[: self.tc], cols, dt)
-        y = token_project(s, w, lin.bias[: self.tc], self.sink_s)
+        w = self._token_weight(self.take(lin.weight, self.tc), cols, dt)
+        y = token_project(s, w, self.take(lin.bias, self.tc, dt=dt), self.sink_s)
         y = y.contiguous()  # [B, t, 16]: the q/k/v Linear reads it as B * t rows
         # both residuals' gradients handed over to the products that start their branches
         to_qkv, to_ff1 = Handover(), Handover()
-        qkv = linear(y, att.qkv.weight, att.qkv.bias, to_qkv)
+        qkv, out, ff1, ff2 = ((self.take(m.weight, dt=dt), self.take(m.bias, dt=dt))
+                              for m in (att.qkv, att.out, att.ff1, att.ff2))  # fmt: skip
+        qkv = linear(y, *qkv, to_qkv)
         a = kernels.fused_attention_qkv(qkv, att.heads, tmask.sum().long())
-        y = token_norm(handover(y.detach() + linear(a, att.out.weight, att.out.bias), to_qkv),
-                       att.ln1)  # fmt: skip
-        h = F.relu(linear(y, att.ff1.weight, att.ff1.bias, to_ff1))
-        y = handover(y.detach() + linear(h, att.ff2.weight, att.ff2.bias), to_ff1)
+        y = token_norm(handover(y.detach() + linear(a, *out), to_qkv), att.ln1)
+        h = F.relu(linear(y, *ff1, to_ff1))
+        y = handover(y.detach() + linear(h, *ff2), to_ff1)
         return token_norm(y, att.ln2, token_mask=tmask, out=self.out_tokens)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.nas.chain import BlockChain, room_for_graph
+from models.nas.chain import BlockChain, outside, room_for_graph
 from models.nas.space import SPACES, sample_subnet, subnet_from_dict
 from models.nas.static import static_forward
 from models.nas.supernet import Supernet
@@ -219,3 +219,16 @@ def test_room_for_graph_by_hand(monkeypatch):
     assert ok and free_gib == pytest.approx((need + 2**30) / 2**30)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (need - 1, 8 * 2**30))
     assert not room_for_graph(dev, 2**30)[0]
+
+
+def test_outside_a_slice_by_hand():
+    """What `outside` returns for the indices `StaticBlock.take` makes: for t[:2, :3] of a 4 x 5
+    tensor, rows 2..3 and then columns 3..4 of rows 0..1; nothing for the whole tensor."""
+    t = torch.arange(20.0).view(4, 5)
+    below, right = outside(t, (slice(2), slice(3)))
+    assert torch.equal(below, t[2:]) and torch.equal(right, t[:2, 3:])
+    (cols,) = outside(t, (slice(None), slice(3)))
+    assert torch.equal(cols, t[:, 3:])
+    (rows,) = outside(t[0], (slice(1),))
+    assert torch.equal(rows, t[0, 1:])
+    assert outside(t, ()) == [] and outside(t, (slice(4), slice(5))) == []
