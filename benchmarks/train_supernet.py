@@ -346,6 +346,8 @@ SWITCH_VALUES = {
     "compile": ("static.MASKED_LN", ("auto", "eager")),  # every compiled function
     "row_grad": ("optim.ROW_GRAD", ("auto", "off")),  # the stem's row gradients
     "ln_kernel": ("static.LN_KERNEL", ("triton", "compiled")),  # the masked LayerNorm's kernel
+    "param_leaves": ("static.PARAM_LEAVES", ("on", "off")),  # parameters taken as leaves
+    "tiny_wgrad": ("static.TINY_WGRAD", ("chunked", "mm")),  # tiny weight gradients chunked
 }
 
 

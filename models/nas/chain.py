@@ -38,7 +38,7 @@ from torch import nn
 from models.nas.ops import EMB
 from models.nas.runtime import HOST_CUDA_LOCK
 from models.nas.space import Subnet, get_space
-from models.nas.static import Layout, StaticBlock, block_caps, subnet_masks
+from models.nas.static import PARAM_LEAVES, Layout, StaticBlock, block_caps, subnet_masks
 
 
 @dataclass
@@ -369,7 +369,7 @@ class BlockChain:
         binary op's inputs and the parameters its ops took, for `_block_backward`."""
         blk, lay, batch = e.block, self.layout, bufs.nd.shape[0]
         n, pair = blk.i + 1, ()
-        blk.taken = []
+        blk.taken = [] if PARAM_LEAVES["impl"] == "on" else None
         with torch.enable_grad():
             if blk.binary:
                 width = lay.left_width(blk.i)
@@ -386,7 +386,7 @@ class BlockChain:
                 outs = blk.parts(bufs.masks[blk.i], dense_in, sparse_in, (sink_d, sink_s),
                                  slots[:2])  # fmt: skip
             finally:
-                taken, blk.taken = blk.taken, None
+                taken, blk.taken = blk.taken or [], None
         with torch.no_grad():
             for dst, src in zip(slots, outs, strict=True):
                 if src.data_ptr() != dst.data_ptr() or src.stride() != dst.stride():

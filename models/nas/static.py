@@ -378,17 +378,20 @@ def ones(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return v
 
 
-# A weight gradient g^T x whose output is tiny (at most TINY_WGRAD_OUT elements) over many rows
-# is summed as TINY_WGRAD_CHUNKS batched products and a sum over them: cuBLAS ran the block-0
-# gate's [13, 8192] x [8192, 13] in one ~79 us kernel (H100, benchmarks/block_kernels.py),
-# against ~4 us for the block's [128, 8192] x [8192, 13].
+# "chunked": a weight gradient g^T x whose output is tiny (at most TINY_WGRAD_OUT elements) over
+# many rows is summed as TINY_WGRAD_CHUNKS batched products and a sum over them: cuBLAS ran the
+# block-0 gate's [13, 8192] x [8192, 13] in one ~79 us kernel (H100, benchmarks/block_kernels.py),
+# against ~4 us for the block's [128, 8192] x [8192, 13]; "mm": one matmul (untimed in the step:
+# `benchmarks/train_supernet.py --switch tiny_wgrad=mm` gives the A/B).
+TINY_WGRAD = {"impl": "chunked"}
 TINY_WGRAD_OUT, TINY_WGRAD_CHUNKS = 256, 64
 
 
 def weight_grad(g2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     """g2^T x2 for g2 [M, N], x2 [M, K] (a Linear's weight gradient [N, K])."""
     m, chunks = g2.shape[0], TINY_WGRAD_CHUNKS
-    if g2.is_cuda and g2.shape[1] * x2.shape[1] <= TINY_WGRAD_OUT and m >= 64 * chunks:
+    tiny = g2.shape[1] * x2.shape[1] <= TINY_WGRAD_OUT
+    if TINY_WGRAD["impl"] == "chunked" and g2.is_cuda and tiny and m >= 64 * chunks:
         if m % chunks == 0:
             return chunked_weight_grad(g2, x2, chunks)
     return g2.t().mm(x2)
@@ -457,6 +460,12 @@ def slot_columns(weight: torch.Tensor, first: int, size: int, slot: int) -> torc
     if slot > size:  # only when the stem is wider than a block's output (tiny test spaces)
         rest = torch.cat([F.pad(c, (0, slot - size)) for c in rest.split(size, 1)], 1)
     return torch.cat([head, rest], 1)
+
+
+# "on": models/nas/chain.py has each block's ops take their sliced and cast parameters as leaves
+# of their own (`StaticBlock.take`); "off": through autograd to the parameters (untimed in the
+# step: `benchmarks/train_supernet.py --switch param_leaves=off` gives the A/B).
+PARAM_LEAVES = {"impl": "on"}
 
 
 class StaticBlock(nn.Module):

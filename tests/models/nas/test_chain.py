@@ -9,7 +9,7 @@ import torch
 
 from models.nas.chain import BlockChain, outside, room_for_graph
 from models.nas.space import SPACES, sample_subnet, subnet_from_dict
-from models.nas.static import static_forward
+from models.nas.static import PARAM_LEAVES, static_forward
 from models.nas.supernet import Supernet
 
 from .conftest import N_DENSE, TABLES, TINY, tiny_batch
@@ -41,11 +41,14 @@ def _float64_net(space: str, seed: int) -> Supernet:
     return net
 
 
-@pytest.mark.parametrize(("space", "capped"), [("tiny", True), ("ident", True), ("classes", True),
-                                               ("nasrec-small", True), ("tiny", False)])  # fmt: skip
-def test_chain_equals_static_path(spaces, space, capped):
+@pytest.mark.parametrize(("space", "capped", "leaves"), [
+    ("tiny", True, "on"), ("ident", True, "on"), ("classes", True, "on"),
+    ("nasrec-small", True, "on"), ("tiny", False, "on"), ("classes", True, "off")])  # fmt: skip
+def test_chain_equals_static_path(spaces, monkeypatch, space, capped, leaves):
     """Eight subnets in a row through one chain (keys met again reuse their blocks and buffers):
-    logits to 1e-12 and every parameter's gradient to 1e-10 of the largest, in float64."""
+    logits to 1e-12 and every parameter's gradient to 1e-10 of the largest, in float64; with
+    the parameters taken as leaves of their own (`StaticBlock.take`) and without."""
+    monkeypatch.setitem(PARAM_LEAVES, "impl", leaves)
     net = _float64_net(space, 0)
     chain = BlockChain(net, capped=capped)
     for seed in range(8):
@@ -232,3 +235,23 @@ def test_outside_a_slice_by_hand():
     (rows,) = outside(t[0], (slice(1),))
     assert torch.equal(rows, t[0, 1:])
     assert outside(t, ()) == [] and outside(t, (slice(4), slice(5))) == []
+
+
+def test_gradients_written_at_their_index_by_hand(spaces):
+    """`_write_grads` over stale buffers: a bfloat16 gradient of p[:2] (p 4 x 3), a float32 one
+    of q[:3] (q [4]) and one of r[:, :2] (r 2 x 5, a strided destination) land in the float32
+    buffers at their index, with zeros everywhere else."""
+    chain = BlockChain(Supernet("tiny", TABLES, N_DENSE, seed=0))
+    p, q, r = (torch.nn.Parameter(torch.zeros(*shape)) for shape in ((4, 3), (4,), (2, 5)))
+    for t in (p, q, r):
+        chain._grad_buffer(t).fill_(7.0)
+    g_r = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    chain._write_grads([
+        (p, (slice(2), slice(None)), torch.full((2, 3), 1.5, dtype=torch.bfloat16)),
+        (q, (slice(3),), torch.tensor([1.0, 2.0, 3.0])),
+        (r, (slice(None), slice(2)), g_r)])  # fmt: skip
+    want_p = torch.zeros(4, 3)
+    want_p[:2] = 1.5
+    assert torch.equal(chain._grads[id(p)], want_p)
+    assert torch.equal(chain._grads[id(q)], torch.tensor([1.0, 2.0, 3.0, 0.0]))
+    assert torch.equal(chain._grads[id(r)], torch.cat([g_r, torch.zeros(2, 3)], 1))
