@@ -14,6 +14,17 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Measured 2026-12-07, session 17 (same settings; one H100 call, Triton 3.6; no H200 was
+  granted): e603b9d (session 16's last commit) at 916,820 samples/s (8.94 ms). Its eager step
+  in benchmarks/block_kernels.py: 994 kernels, 8.17 ms of kernel time per step (so ~0.8 ms of
+  the graphed step is launch gaps); 455 kernels under 3 us (0.67 ms), most of them autograd's
+  around the parameters: zero-filled parameter-sized gradients with the slice's copied in
+  (~70 fills, ~70 copies per step), casts of bf16 weight gradients back to float32 (~70), a
+  fresh vector of ones per bias gradient (~40 fills); and the block-0 gate's [13, 8192] x
+  [8192, 13] weight gradient at ~79 us in one cuBLAS kernel. Then (untimed: the device time
+  ran out) parameters taken as leaves of their own (--switch param_leaves=off is the A/B),
+  kept vectors of ones, and tiny weight gradients over 64 batched row blocks
+  (--switch tiny_wgrad=mm).
 Measured 2026-12-07, session 16 (same settings; one H100, Triton 3.6; no H200 was granted):
   session 15's 484f978 at 886,915 samples/s (9.24 ms) and, with --profile, 889,820 (9.21 ms),
   against 889,013 (9.21 ms) for session 14's cf69be7 and 883,172 (9.28 ms) with --switch
