@@ -391,9 +391,9 @@ def weight_grad(g2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     """g2^T x2 for g2 [M, N], x2 [M, K] (a Linear's weight gradient [N, K])."""
     m, chunks = g2.shape[0], TINY_WGRAD_CHUNKS
     tiny = g2.shape[1] * x2.shape[1] <= TINY_WGRAD_OUT
-    if TINY_WGRAD["impl"] == "chunked" and g2.is_cuda and tiny and m >= 64 * chunks:
-        if m % chunks == 0:
-            return chunked_weight_grad(g2, x2, chunks)
+    many_rows = m % chunks == 0 and m >= 64 * chunks  # at least 64 rows a chunk
+    if TINY_WGRAD["impl"] == "chunked" and g2.is_cuda and tiny and many_rows:
+        return chunked_weight_grad(g2, x2, chunks)
     return g2.t().mm(x2)
 
 
@@ -509,8 +509,8 @@ class StaticBlock(nn.Module):
         through autograd to p. While `taken` is a list (models/nas/chain.py sets one) it is a
         leaf of its own instead, recorded there with its index into p: the chain writes its
         gradient into p's gradient buffer in place, where autograd would fill a p-sized
-        gradient with zeros and copy the slice's into it, and cast a cast's back (~200 small
-        kernels per sampled step at batch 8192)."""
+        gradient with zeros and copy the slice's into it, and cast a cast's back (~210 of the
+        ~455 kernels under 3 us in a sampled step at batch 8192, H100)."""
         idx = (slice(rows), slice(cols))[: p.dim()]
         v = p if rows is None and cols is None else p[idx]
         v = v if dt is None else v.to(dt)
