@@ -378,11 +378,12 @@ def ones(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return v
 
 
-# "chunked": a weight gradient g^T x whose output is tiny (at most TINY_WGRAD_OUT elements) over
-# many rows is summed as TINY_WGRAD_CHUNKS batched products and a sum over them: cuBLAS ran the
-# block-0 gate's [13, 8192] x [8192, 13] in one ~79 us kernel (H100, benchmarks/block_kernels.py),
-# against ~4 us for the block's [128, 8192] x [8192, 13]; "mm": one matmul (untimed in the step:
-# `benchmarks/train_supernet.py --switch tiny_wgrad=mm` gives the A/B).
+# "chunked": a weight gradient g^T x whose output is tiny (at most TINY_WGRAD_OUT elements) with
+# a side not a multiple of 8, over many rows, is summed as TINY_WGRAD_CHUNKS batched products and
+# a sum over them: cuBLAS ran the block-0 gate's [13, 8192] x [8192, 13] in one ~79 us kernel
+# (H100, benchmarks/block_kernels.py), against ~5 us for the block's [128, 8192] x [8192, 13] and
+# 8-14 us for the aligned [16, 262144 | 524288] x [.., 16] (left to cuBLAS); "mm": one matmul
+# (untimed in the step: `benchmarks/train_supernet.py --switch tiny_wgrad=mm` gives the A/B).
 TINY_WGRAD = {"impl": "chunked"}
 TINY_WGRAD_OUT, TINY_WGRAD_CHUNKS = 256, 64
 
@@ -390,7 +391,8 @@ TINY_WGRAD_OUT, TINY_WGRAD_CHUNKS = 256, 64
 def weight_grad(g2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     """g2^T x2 for g2 [M, N], x2 [M, K] (a Linear's weight gradient [N, K])."""
     m, chunks = g2.shape[0], TINY_WGRAD_CHUNKS
-    tiny = g2.shape[1] * x2.shape[1] <= TINY_WGRAD_OUT
+    n, k = g2.shape[1], x2.shape[1]
+    tiny = n * k <= TINY_WGRAD_OUT and (n % 8 or k % 8)
     many_rows = m % chunks == 0 and m >= 64 * chunks  # at least 64 rows a chunk
     if TINY_WGRAD["impl"] == "chunked" and g2.is_cuda and tiny and many_rows:
         return chunked_weight_grad(g2, x2, chunks)
