@@ -258,3 +258,25 @@ def test_ones_are_made_once_per_size_and_dtype():
     assert torch.equal(a, torch.ones(5)) and ones(5, torch.float32, torch.device("cpu")) is a
     assert ones(6, torch.float32, torch.device("cpu")) is not a
     assert ones(5, torch.float64, torch.device("cpu")).dtype == torch.float64
+
+
+def test_take_slices_through_autograd_or_records_a_leaf(spaces):
+    """`StaticBlock.take`: without `taken` a view of the parameter's first rows and columns
+    (gradients reach the parameter); with it a leaf of its own, recorded with its index; the same
+    parameter taken twice in one forward is an error."""
+    from models.nas.static import StaticBlock
+
+    net = Supernet("tiny", TABLES, N_DENSE, seed=0)
+    blk = StaticBlock(net.blocks[0], 0, "fc", "efc", Layout.of(TINY, N_DENSE, len(TABLES)))
+    w = blk.dense.linear.weight  # [16, n_dense]
+    v = blk.take(w, 4, 3)
+    assert v.shape == (4, 3) and v.grad_fn is not None and v.data_ptr() == w.data_ptr()
+    v.sum().backward()
+    assert w.grad[:4, :3].eq(1).all() and w.grad.sum() == 12
+    blk.taken = []
+    leaf = blk.take(w, 4, dt=torch.float64)
+    assert leaf.is_leaf and leaf.requires_grad and leaf.dtype == torch.float64
+    ((p, idx, got),) = blk.taken
+    assert p is w and idx == (slice(4), slice(None)) and got is leaf
+    with pytest.raises(RuntimeError, match="taken twice"):
+        blk.take(w)
