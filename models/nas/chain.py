@@ -15,7 +15,10 @@ kernels of their own. Here:
 - Gradient buffers `gd`, `gs` of the same shapes. A block's backward reads its output gradient
   from its own slot, complete by then (every reader of a node comes later in the forward, so
   earlier in the backward), and its input products add their input gradients into the earlier
-  slots inside their matmuls (`static.project`: beta = 1).
+  slots inside their matmuls (`static.project`: beta = 1). The last block's backward runs
+  first; where it has one input product into a buffer, that product writes it (beta = 0), so a
+  step zeroes only a buffer that two products or none of the last block's write
+  (`BlockChain.overwrites`).
 - A block's parameter gradients are written into per-parameter buffers, assigned as `.grad`
   (each parameter belongs to one block, so a step writes each at most once).
 - One graph memory pool per block position: what a key keeps between its forward and backward
@@ -38,7 +41,14 @@ from torch import nn
 from models.nas.ops import EMB
 from models.nas.runtime import HOST_CUDA_LOCK
 from models.nas.space import Subnet, get_space
-from models.nas.static import PARAM_LEAVES, Layout, StaticBlock, block_caps, subnet_masks
+from models.nas.static import (
+    PARAM_LEAVES,
+    Layout,
+    Sink,
+    StaticBlock,
+    block_caps,
+    subnet_masks,
+)
 
 
 @dataclass
@@ -168,8 +178,10 @@ class _Chain(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (weight,) = ctx.saved_tensors
         bufs = ctx.bufs
-        bufs.gd.zero_()
-        bufs.gs.zero_()
+        last = ctx.plan[-1].entry.block  # always live
+        for buf, written in zip((bufs.gd, bufs.gs), ctx.chain.overwrites(last), strict=True):
+            if not written:
+                buf.zero_()
         gw, gb = _head_backward(ctx.chain.layout, bufs, weight, g)
         return None, None, None, None, ctx.chain._backward(ctx.plan, bufs), gw, gb
 
@@ -358,6 +370,16 @@ class BlockChain:
                 p.grad = g if p.grad is None else p.grad + g
         return bufs.gs[:, :, 0, : lay.n_sparse].transpose(1, 2)  # the embedding output's
 
+    def overwrites(self, blk: StaticBlock) -> tuple[bool, bool]:
+        """Whether block `blk`'s (dense, sparse) sink product writes over the gradient buffer
+        instead of adding into it. The last block is always live, so its backward runs first;
+        its input products cover every slot but the last, which the head's backward writes.
+        Where it has exactly one product into a buffer, that product writes it (the others
+        add into it later) and the buffer needs no zeroing."""
+        last = blk.i == self.layout.n_blocks - 1
+        d, s = (last and k == 1 for k in blk.sink_products())
+        return d, s
+
     def _node_widths(self, plan: list[_Run | None]) -> list[int]:
         """Columns of each node's dense slot that can be non-zero in this plan: the stem's
         features, a live block's width class (0 for a dead block)."""
@@ -369,6 +391,7 @@ class BlockChain:
         binary op's inputs and the parameters its ops took, for `_block_backward`."""
         blk, lay, batch = e.block, self.layout, bufs.nd.shape[0]
         n, pair = blk.i + 1, ()
+        over_d, over_s = self.overwrites(blk)
         blk.taken = [] if PARAM_LEAVES["impl"] == "on" else None
         with torch.enable_grad():
             if blk.binary:
@@ -378,9 +401,10 @@ class BlockChain:
                              for k in range(2))  # fmt: skip
                 dense_in, sink_d = pair, None
             else:  # views, not copies: `view` raises rather than copy
-                dense_in, sink_d = bufs.nd[:, :n].view(batch, -1), bufs.gd[:, :n].view(batch, -1)
+                dense_in = bufs.nd[:, :n].view(batch, -1)
+                sink_d = Sink(bufs.gd[:, :n].view(batch, -1), over_d)
             sparse_in = bufs.ns[:, :, :n].view(batch, EMB, -1)
-            sink_s = bufs.gs[:, :, :n].view(batch, EMB, -1)
+            sink_s = Sink(bufs.gs[:, :, :n].view(batch, EMB, -1), over_s)
             slots = self._out_slots(blk, bufs.nd, bufs.ns)
             try:
                 outs = blk.parts(bufs.masks[blk.i], dense_in, sparse_in, (sink_d, sink_s),
@@ -475,8 +499,8 @@ class BlockChain:
 
     def _capture(self, e: _Entry, bufs: NodeBuffers) -> None:
         """Warm up, then capture e's forward and backward as graphs in its position's pool. The
-        warm-up runs write e's output slot (the values the replay writes too), add into the
-        gradient buffers (zeroed before the backward) and write parameter-gradient buffers
+        warm-up runs write e's output slot (the values the replay writes too), write into the
+        gradient buffers (written over or zeroed before the backward) and parameter-gradient buffers
         (rewritten by the backward replay): no effect on the step."""
         t0 = time.perf_counter()
         device = bufs.nd.device

@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -258,8 +258,18 @@ def token_norm(
     return kernels.token_layer_norm(x, ln.weight, ln.bias, ln.eps, relu, token_mask, out)
 
 
+class Sink(NamedTuple):
+    """A gradient buffer shaped as an input product's input (`project`), into which its backward
+    writes that input's gradient in the matmul: added to what the buffer holds (beta = 1) or,
+    with `overwrite`, written over it (beta = 0: what it held is never read, so it needs no
+    zeroing first)."""
+
+    buf: torch.Tensor
+    overwrite: bool = False
+
+
 def token_project(
-    xt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sink: torch.Tensor | None = None
+    xt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sink: Sink | None = None
 ) -> torch.Tensor:
     """Linear over the token axis: xt [B, 16, N] (features first, as the node slots hold them),
     weight [rows, N] -> [B, rows, 16] (a transposed view). One matmul over B * 16 rows: a
@@ -268,15 +278,15 @@ def token_project(
 
 
 def project(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sink: torch.Tensor | None
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sink: Sink | None
 ) -> torch.Tensor:
-    """F.linear(x, weight, bias). With a `sink` (a gradient buffer shaped as x, which then has
-    no autograd history: a view of the node buffers), the backward adds x's gradient into the
-    sink in the same matmul (beta = 1) instead of returning it: no [B, K] gradient tensor, no
+    """F.linear(x, weight, bias). With a `sink` (x then has no autograd history: a view of the
+    node buffers, as is the sink's buffer), the backward adds x's gradient into the sink (or
+    writes it there) in the same matmul instead of returning it: no [B, K] gradient tensor, no
     separate sum over the readers of a node (models/nas/chain.py)."""
     if sink is None:
         return linear(x, weight, bias)
-    return _Linear.apply(x, weight, bias.to(weight.dtype), sink)
+    return _Linear.apply(x, weight, bias.to(weight.dtype), sink.buf, None, sink.overwrite)
 
 
 def linear(
@@ -412,14 +422,15 @@ class _Linear(torch.autograd.Function):
     """F.linear over x's rows as one addmm (bias in the matmul), backward by hand. With a sink
     (`project`), x and the sink are views of the node buffers, kept on ctx rather than saved:
     later blocks write other slots of the same buffers in place, which autograd's version check
-    would take for a modification of x; x's gradient is added into the sink."""
+    would take for a modification of x; x's gradient is added into the sink (written over it
+    when `overwrite`)."""
 
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-        sink: torch.Tensor | None, into: Handover | None = None,
+        sink: torch.Tensor | None, into: Handover | None = None, overwrite: bool = False,
     ) -> torch.Tensor:  # fmt: skip
-        ctx.x, ctx.sink, ctx.into = x, sink, into
+        ctx.x, ctx.sink, ctx.into, ctx.overwrite = x, sink, into, overwrite
         ctx.save_for_backward(weight)
         y = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight.t())
         return y.view(*x.shape[:-1], weight.shape[0])
@@ -433,7 +444,8 @@ class _Linear(torch.autograd.Function):
         gx = None
         handed = ctx.into.grad if ctx.into is not None else None
         if sink is not None:
-            sink.view(-1, sink.shape[-1]).addmm_(g2, weight)  # a view: written in place
+            beta = 0 if ctx.overwrite else 1  # a view: written in place
+            sink.view(-1, sink.shape[-1]).addmm_(g2, weight, beta=beta)
         elif handed is not None:  # the handed-over gradient plus this product's, in the matmul
             acc = handed.reshape(-1, weight.shape[1])  # a view unless it was not contiguous
             acc = acc.addmm_(g2, weight) if acc.dtype == g2.dtype else acc + g2.mm(weight)
@@ -442,7 +454,7 @@ class _Linear(torch.autograd.Function):
             gx = g2.mm(weight).view(x.shape)
         gw = weight_grad(g2, x2) if ctx.needs_input_grad[1] else None
         gb = bias_grad(g2) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None, None
+        return gx, gw, gb, None, None, None
 
 
 def owners(size: int, n: int) -> torch.Tensor:
@@ -524,13 +536,19 @@ class StaticBlock(nn.Module):
         self.taken.append((p, idx, v))
         return v
 
+    def sink_products(self) -> tuple[int, int]:
+        """How many input products write into the (dense, sparse) sinks in the backward: the
+        dense op's product over the dense nodes (none for a binary op, which reads a pair), and
+        the sparse op's over the sparse nodes plus a Dot-Product's token projection."""
+        return int(not self.binary), 1 + (self.dense_op == "dot")
+
     def _affine(self, ln: nn.LayerNorm | None, size: int) -> Any:
         """ln's first `size` weights and biases, taken (None without a LayerNorm)."""
         return None if ln is None else (self.take(ln.weight, size), self.take(ln.bias, size))
 
     def forward(
         self, mask: torch.Tensor, dense_in: Any, sparse_in: torch.Tensor,
-        sinks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+        sinks: tuple[Sink | None, Sink | None] = (None, None),
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """(dense [B, W], sparse [B, T + 8, 16]): `parts` zero-padded to the layout."""
         lay = self.layout
@@ -542,7 +560,7 @@ class StaticBlock(nn.Module):
 
     def parts(
         self, mask: torch.Tensor, dense_in: Any, sparse_in: torch.Tensor,
-        sinks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+        sinks: tuple[Sink | None, Sink | None] = (None, None),
         out_slots: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """The block's outputs at its size classes, unpadded: dense [B, wc], op tokens
@@ -552,8 +570,8 @@ class StaticBlock(nn.Module):
         (left, right) pair, each [B, layout.left_width(i)] (binary op); `sparse_in`: the i + 1
         sparse nodes in slots of T + 8 tokens, features first [B, 16, (i + 1)(T + 8)]
         (`node_slots`). `sinks`: gradient buffers shaped as the slot inputs: the input products
-        add their input gradients there (`project`) instead of returning them
-        (models/nas/chain.py). `out_slots` (dense [B, wc] and op tokens [B, tc, 16], no
+        add (or write) their input gradients there (`project`) instead of returning them
+        (models/nas/chain.py; `sink_products` says how many write into each). `out_slots` (dense [B, wc] and op tokens [B, tc, 16], no
         autograd history: the node slot's views): where the last LayerNorms write the dense
         output (with the FM term) and the op tokens when they can (the Triton path), so the
         outputs returned may be on their memory (then not to be copied there)."""

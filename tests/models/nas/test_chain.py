@@ -255,3 +255,21 @@ def test_gradients_written_at_their_index_by_hand(spaces):
     assert torch.equal(chain._grads[id(p)], want_p)
     assert torch.equal(chain._grads[id(q)], torch.tensor([1.0, 2.0, 3.0, 0.0]))
     assert torch.equal(chain._grads[id(r)], torch.cat([g_r, torch.zeros(2, 3)], 1))
+
+
+@pytest.mark.parametrize(("dense_op", "want"), [("fc", (True, True)), ("dot", (True, False)),
+                                                ("sum", (False, True))])  # fmt: skip
+def test_the_last_blocks_single_products_write_the_gradient_buffers(spaces, dense_op, want):
+    """`BlockChain.overwrites`: the last block's one product into a gradient buffer writes it
+    (fc: dense and sparse; Dot-Product: dense only, its token projection and the sparse op both
+    write the sparse one; a binary op: sparse only, it has no product over the dense nodes);
+    an earlier block's add into them."""
+    from models.nas.static import StaticBlock
+
+    net = Supernet("tiny", TABLES, N_DENSE, seed=0)
+    chain = BlockChain(net)
+    last = chain.layout.n_blocks - 1
+    blk = StaticBlock(net.blocks[last], last, dense_op, "efc", chain.layout)
+    assert chain.overwrites(blk) == want
+    early = StaticBlock(net.blocks[0], 0, dense_op, "efc", chain.layout)
+    assert chain.overwrites(early) == (False, False)
