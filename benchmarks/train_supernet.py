@@ -23,8 +23,9 @@ Measured 2026-12-07, session 17 (same settings; one H100 call, Triton 3.6; no H2
   fresh vector of ones per bias gradient (~40 fills); and the block-0 gate's [13, 8192] x
   [8192, 13] weight gradient at ~79 us in one cuBLAS kernel. Then (untimed: the device time
   ran out) parameters taken as leaves of their own (--switch param_leaves=off is the A/B),
-  kept vectors of ones, and tiny weight gradients over 64 batched row blocks
-  (--switch tiny_wgrad=mm).
+  kept vectors of ones, tiny misaligned weight gradients over 64 batched row blocks
+  (--switch tiny_wgrad=mm), and the node-gradient buffers written by the last block's single
+  input product instead of zeroed each step (88 us in the attribution).
 Measured 2026-12-07, session 16 (same settings; one H100, Triton 3.6; no H200 was granted):
   session 15's 484f978 at 886,915 samples/s (9.24 ms) and, with --profile, 889,820 (9.21 ms),
   against 889,013 (9.21 ms) for session 14's cf69be7 and 883,172 (9.28 ms) with --switch
