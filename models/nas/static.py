@@ -542,6 +542,12 @@ class StaticBlock(nn.Module):
         the sparse op's over the sparse nodes plus a Dot-Product's token projection."""
         return int(not self.binary), 1 + (self.dense_op == "dot")
 
+    def _linear(
+        self, lin: nn.Linear, rows: int | None = None, dt: torch.dtype | None = None
+    ) -> Any:
+        """lin's (weight, bias), their first `rows` outputs, taken in `dt`."""
+        return self.take(lin.weight, rows, dt=dt), self.take(lin.bias, rows, dt=dt)
+
     def _affine(self, ln: nn.LayerNorm | None, size: int) -> Any:
         """ln's first `size` weights and biases, taken (None without a LayerNorm)."""
         return None if ln is None else (self.take(ln.weight, size), self.take(ln.bias, size))
@@ -603,8 +609,7 @@ class StaticBlock(nn.Module):
         out_d = y
         if self.s2d is not None:
             fm = fm_term(so)
-            fm = linear(fm, self.take(self.s2d.weight, self.wc, dt=dt),
-                        self.take(self.s2d.bias, self.wc, dt=dt))  # fmt: skip
+            fm = linear(fm, *self._linear(self.s2d, self.wc, dt))
             out_d = masked_layer_norm(fm, self.s2d_ln, dmask, out_dtype=dt, scale=flags[2],
                                       residual=y, out=self.out_dense,
                                       affine=self._affine(self.s2d_ln, self.wc))  # fmt: skip
@@ -677,11 +682,10 @@ class StaticBlock(nn.Module):
     ) -> torch.Tensor:  # fmt: skip
         op, wc = self.dense, self.wc
         if op.gate is not None:
-            gate = linear(left, self.take(op.gate.weight, dt=dt), self.take(op.gate.bias, dt=dt))
-            y = torch.sigmoid(gate) * right
+            y = torch.sigmoid(linear(left, *self._linear(op.gate, dt=dt))) * right
         else:
             y = left + right
-        y = switched_linear(y, self.take(op.proj.weight, wc), self.take(op.proj.bias, wc), identity)
+        y = switched_linear(y, *self._linear(op.proj, wc), identity)
         return masked_layer_norm(y, op.ln, dmask, out_dtype=dt, affine=self._affine(op.ln, wc))
 
     def _efc(
@@ -705,8 +709,7 @@ class StaticBlock(nn.Module):
         y = y.contiguous()  # [B, t, 16]: the q/k/v Linear reads it as B * t rows
         # both residuals' gradients handed over to the products that start their branches
         to_qkv, to_ff1 = Handover(), Handover()
-        qkv, out, ff1, ff2 = ((self.take(m.weight, dt=dt), self.take(m.bias, dt=dt))
-                              for m in (att.qkv, att.out, att.ff1, att.ff2))  # fmt: skip
+        qkv, out, ff1, ff2 = (self._linear(m, dt=dt) for m in (att.qkv, att.out, att.ff1, att.ff2))
         qkv = linear(y, *qkv, to_qkv)
         a = kernels.fused_attention_qkv(qkv, att.heads, tmask.sum().long())
         y = token_norm(handover(y.detach() + linear(a, *out), to_qkv), att.ln1)

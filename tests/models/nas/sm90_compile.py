@@ -180,8 +180,7 @@ def attention_variants() -> list[str]:
     line = "attention (bf16, heads of 2):"
     for t in (32, 64):
         for kernel in ("forward", "dq", "dkdv"):
-            fn, types, const, warps, aligned = attention_launch(kernel, t)
-            usage = compile_kernel(fn, types, const, warps, aligned)
+            usage = compile_kernel(*attention_launch(kernel, t))
             line += f" T {t} {kernel} {usage_text(usage)};"
             if usage is not None and usage[1]:
                 raise SystemExit(f"spills: {line}")
