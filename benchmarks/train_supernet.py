@@ -359,7 +359,6 @@ SWITCH_VALUES = {
     "row_grad": ("optim.ROW_GRAD", ("auto", "off")),  # the stem's row gradients
     "ln_kernel": ("static.LN_KERNEL", ("triton", "compiled")),  # the masked LayerNorm's kernel
     "param_leaves": ("static.PARAM_LEAVES", ("on", "off")),  # parameters taken as leaves
-    "tiny_wgrad": ("static.TINY_WGRAD", ("chunked", "mm")),  # tiny weight gradients chunked
 }
 
 

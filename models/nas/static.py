@@ -388,36 +388,6 @@ def ones(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return v
 
 
-# "chunked": a weight gradient g^T x whose output is tiny (at most TINY_WGRAD_OUT elements) with
-# a side not a multiple of 8, over many rows, is summed as TINY_WGRAD_CHUNKS batched products and
-# a sum over them: cuBLAS ran the block-0 gate's [13, 8192] x [8192, 13] in one ~79 us kernel
-# (H100, benchmarks/block_kernels.py), against ~5 us for the block's [128, 8192] x [8192, 13] and
-# 8-14 us for the aligned [16, 262144 | 524288] x [.., 16] (left to cuBLAS); "mm": one matmul
-# (untimed in the step: `benchmarks/train_supernet.py --switch tiny_wgrad=mm` gives the A/B).
-TINY_WGRAD = {"impl": "chunked"}
-TINY_WGRAD_OUT, TINY_WGRAD_CHUNKS = 256, 64
-
-
-def weight_grad(g2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-    """g2^T x2 for g2 [M, N], x2 [M, K] (a Linear's weight gradient [N, K])."""
-    m, chunks = g2.shape[0], TINY_WGRAD_CHUNKS
-    n, k = g2.shape[1], x2.shape[1]
-    tiny = n * k <= TINY_WGRAD_OUT and (n % 8 or k % 8)
-    many_rows = m % chunks == 0 and m >= 64 * chunks  # at least 64 rows a chunk
-    if TINY_WGRAD["impl"] == "chunked" and g2.is_cuda and tiny and many_rows:
-        return chunked_weight_grad(g2, x2, chunks)
-    return g2.t().mm(x2)
-
-
-def chunked_weight_grad(g2: torch.Tensor, x2: torch.Tensor, chunks: int) -> torch.Tensor:
-    """g2^T x2 as `chunks` batched products over consecutive row blocks (M divisible by
-    `chunks`), summed in float32 at least, in g2's dtype. x2 may be strided (rows evenly)."""
-    m, n, k = g2.shape[0], g2.shape[1], x2.shape[1]
-    parts = torch.bmm(g2.reshape(chunks, m // chunks, n).transpose(1, 2),
-                      x2.view(chunks, m // chunks, k))  # fmt: skip
-    return parts.sum(0, dtype=torch.promote_types(g2.dtype, torch.float32)).to(g2.dtype)
-
-
 class _Linear(torch.autograd.Function):
     """F.linear over x's rows as one addmm (bias in the matmul), backward by hand. With a sink
     (`project`), x and the sink are views of the node buffers, kept on ctx rather than saved:
@@ -452,7 +422,7 @@ class _Linear(torch.autograd.Function):
             gx, ctx.into.grad = acc.view(x.shape).to(x.dtype), None
         elif ctx.needs_input_grad[0]:
             gx = g2.mm(weight).view(x.shape)
-        gw = weight_grad(g2, x2) if ctx.needs_input_grad[1] else None
+        gw = g2.t().mm(x2) if ctx.needs_input_grad[1] else None
         gb = bias_grad(g2) if ctx.needs_input_grad[2] else None
         return gx, gw, gb, None, None, None
 

@@ -11,7 +11,6 @@ from models.nas.space import SPACES, SearchSpace, sample_subnet
 from models.nas.static import (
     Layout,
     block_mask,
-    chunked_weight_grad,
     masked_layer_norm,
     ones,
     padded,
@@ -236,21 +235,6 @@ def test_switched_linear_by_flag(rows):
     y1.sum().backward()
     assert not w.grad.any() and not b.grad.any()
     assert torch.equal(x.grad[:, : min(rows, 5)], torch.ones(4, min(rows, 5), dtype=x.dtype))
-
-
-def test_chunked_weight_grad_by_hand():
-    """g^T x over row blocks: g all ones [8, 2] and x = rows 0..7 in column 0, 10 x that in
-    column 1 (read strided) give the column sums 28 and 280 in both output rows; a random
-    float64 case equals one matmul to 1e-12."""
-    g = torch.ones(8, 2, dtype=torch.float64)
-    x = torch.zeros(8, 5, dtype=torch.float64)
-    x[:, 0] = torch.arange(8)
-    x[:, 1] = 10 * torch.arange(8)
-    got = chunked_weight_grad(g, x[:, :2], 4)
-    assert torch.equal(got, torch.tensor([[28.0, 280.0], [28.0, 280.0]], dtype=torch.float64))
-    g, x = torch.randn(64, 3, dtype=torch.float64), torch.randn(64, 9, dtype=torch.float64)
-    torch.testing.assert_close(chunked_weight_grad(g, x[:, ::3], 8), g.t() @ x[:, ::3],
-                               rtol=1e-12, atol=1e-12)  # fmt: skip
 
 
 def test_ones_are_made_once_per_size_and_dtype():
