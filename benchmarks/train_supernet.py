@@ -14,6 +14,13 @@ block graphs, then the timed pass replays the same subnets (no capture inside th
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Measured 2026-12-07, session 18 (same settings; three calls on H100s, Triton 3.6; no H200 was
+  granted; runs alternated within each call): session 17's d58fe70 at 943.0k, 907.3k, 949.0k,
+  887.8k, 951.4k, 936.4k samples/s; e603b9d at 914.4k, 885.9k, 913.2k, 915.9k, 907.8k; with
+  the chunked tiny weight gradient off 957.6k, 955.6k, 955.4k, 953.1k, 953.6k (8.56-8.59 ms),
+  so it was reverted; then e5b6dd2 at 931.8k, 940.2k, 951.4k (8.61-8.79 ms). Parameter leaves
+  off (--switch param_leaves=off): 905.5k, 838.0k. Eager attribution (block_kernels.py):
+  765 kernels, 7.79 ms of kernel time per step; 198 under 3 us (0.32 ms).
 Measured 2026-12-07, session 17 (same settings; one H100 call, Triton 3.6; no H200 was
   granted): e603b9d (session 16's last commit) at 916,820 samples/s (8.94 ms). Its eager step
   in benchmarks/block_kernels.py: 994 kernels, 8.17 ms of kernel time per step (so ~0.8 ms of
