@@ -922,7 +922,7 @@ def masked_layer_norm_reference(
 ) -> torch.Tensor:  # fmt: skip
     """`masked_layer_norm` in torch ops (float32 at least; models/nas/static.py compiles it)."""
     y = y.float() if y.dtype in (torch.float16, torch.bfloat16) else y
-    count = mask.sum()
+    count = mask.sum().clamp_min(1)  # the kernel's: an all-0 mask gives 0, not 0 / 0
     mean = (y * mask).sum(-1, keepdim=True) / count
     xc = (y - mean) * mask
     var = xc.square().sum(-1, keepdim=True) / count

@@ -24,8 +24,11 @@ Equivalence with the sliced path (`Supernet.forward(..., subnet)`), to rounding:
 Dead blocks are not run. The full supernet needs none of this: its shapes are static already.
 
 The mask of block i, one float32 vector (`block_mask`):
-  [dense node selection (i + 1) | sparse node selection (i + 1) | width mask (W) | token mask (T) |
-   Dot token mask (k_max) | flags: dot identity, binary identity, sparse->dense, dense->sparse].
+  [dense node selection (i + 1) | sparse node selection (i + 1) | width mask (W) |
+   sparse->dense width mask (W: the width mask if the block adds the sparse->dense term, else 0) |
+   token mask (T) | Dot token mask (k_max) | flags: dot identity, binary identity, dense->sparse].
+The sparse->dense switch is its LayerNorm's column mask (all 0: the term is exactly 0, and so
+are its gradients) rather than a flag times the LayerNorm's weight and bias: no kernels for it.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from models.nas import kernels
 from models.nas.ops import EMB, dot_pairs, dot_tokens
 from models.nas.space import BINARY_DENSE_OPS, D2S_TOKENS, SearchSpace, Subnet, get_space
 
-N_FLAGS = 4
+N_FLAGS = 3
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class Layout:
         return dot_tokens(self.width)
 
     def mask_size(self, i: int) -> int:
-        return 2 * (i + 1) + self.width + self.tokens + self.k_max + N_FLAGS
+        return 2 * (i + 1) + 2 * self.width + self.tokens + self.k_max + N_FLAGS
 
     def left_width(self, i: int) -> int:
         """Width a binary op's inputs are zero-padded to in block i (the supernet's left_max)."""
@@ -127,6 +130,8 @@ def block_mask(subnet: Subnet, i: int, layout: Layout, widths: list[int]) -> np.
     at = 2 * n
     m[at : at + b.dense_width] = 1.0
     at += layout.width
+    m[at : at + b.dense_width] = float(b.sparse_to_dense)
+    at += layout.width
     m[at : at + b.sparse_tokens] = 1.0
     at += layout.tokens
     k = dot_tokens(b.dense_width)
@@ -135,8 +140,7 @@ def block_mask(subnet: Subnet, i: int, layout: Layout, widths: list[int]) -> np.
     wl, wr = (widths[j] for j in b.dense_inputs) if binary else (0, 0)
     m[at] = float(dot_pairs(k) == b.dense_width)
     m[at + 1] = float(max(wl, wr) == b.dense_width)
-    m[at + 2] = float(b.sparse_to_dense)
-    m[at + 3] = float(b.dense_to_sparse)
+    m[at + 2] = float(b.dense_to_sparse)
     return m
 
 
@@ -144,7 +148,8 @@ def split_mask(mask: torch.Tensor, i: int, layout: Layout) -> dict[str, torch.Te
     """Views of block i's packed mask by name (static slices: capturable)."""
     n, out, at = i + 1, {}, 0
     for name, size in (("sel_d", n), ("sel_s", n), ("dmask", layout.width),
-                       ("tmask", layout.tokens), ("kmask", layout.k_max), ("flags", N_FLAGS)):  # fmt: skip
+                       ("s2d_mask", layout.width), ("tmask", layout.tokens),
+                       ("kmask", layout.k_max), ("flags", N_FLAGS)):  # fmt: skip
         out[name] = mask[at : at + size]
         at += size
     return out
@@ -220,7 +225,7 @@ LN_KERNEL = {"impl": "triton"}
 
 def masked_layer_norm(
     y: torch.Tensor, ln: nn.LayerNorm | None, mask: torch.Tensor, eps: float = 1e-5,
-    relu: bool = False, out_dtype: torch.dtype | None = None, scale: torch.Tensor | None = None,
+    relu: bool = False, out_dtype: torch.dtype | None = None,
     residual: torch.Tensor | None = None, out: torch.Tensor | None = None,
     affine: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:  # fmt: skip
@@ -228,20 +233,17 @@ def masked_layer_norm(
     elsewhere: equals F.layer_norm(y[..., :d], (d,), w[:d], b[:d]) padded with zeros, then a
     ReLU when `relu`, in `out_dtype` when given (computed in float32 at least; on CUDA the ReLU
     and the cast are fused into the kernel), plus `residual` when given. `y` and `mask` may be
-    narrower than `ln` (a capped block): its first affine weights are used. `scale` (a 0-d 0/1
-    flag) multiplies the LayerNorm's result, folded into the affine weights (or the mask
-    without LayerNorm): no pass over y. `out`: where the Triton path writes the result
+    narrower than `ln` (a capped block): its first affine weights are used. An all-0 mask gives
+    exactly 0 (and 0 gradients). `out`: where the Triton path writes the result
     (`kernels.masked_layer_norm`; other paths ignore it). `affine`: ln's first weights and biases
     as the caller took them (`StaticBlock.take`), instead of slicing them here."""
     if ln is None:
-        res = wide(y) * (mask if scale is None else mask * scale)
+        res = wide(y) * mask
         res = F.relu(res) if relu else res
         res = res if out_dtype is None else res.to(out_dtype)
         return res if residual is None else residual + res
     size = mask.shape[-1]
     w, b = affine or (ln.weight[:size], ln.bias[:size])
-    if scale is not None:
-        w, b = w * scale, b * scale
     if LN_KERNEL["impl"] == "triton" and kernels._use_triton(y):
         return kernels.masked_layer_norm(y, w, b, mask, eps, relu, out_dtype, residual, out)
     res = _run_compiled(_masked_ln, y, w, b, mask, eps, relu, out_dtype)
@@ -553,8 +555,9 @@ class StaticBlock(nn.Module):
         outputs returned may be on their memory (then not to be copied there)."""
         lay = self.layout
         m = split_mask(mask, self.i, lay)
-        m["dmask"], m["tmask"], m["kmask"] = (
+        m["dmask"], m["s2d_mask"], m["tmask"], m["kmask"] = (
             m["dmask"][: self.wc],
+            m["s2d_mask"][: self.wc],
             m["tmask"][: self.tc],
             m["kmask"][: self.kc],
         )
@@ -580,12 +583,12 @@ class StaticBlock(nn.Module):
         if self.s2d is not None:
             fm = fm_term(so)
             fm = linear(fm, *self._linear(self.s2d, self.wc, dt))
-            out_d = masked_layer_norm(fm, self.s2d_ln, dmask, out_dtype=dt, scale=flags[2],
+            out_d = masked_layer_norm(fm, self.s2d_ln, m["s2d_mask"], out_dtype=dt,
                                       residual=y, out=self.out_dense,
                                       affine=self._affine(self.s2d_ln, self.wc))  # fmt: skip
         self.sink_d = self.sink_s = self.out_dense = self.out_tokens = None
         # the dense->sparse switch folded into the weights (exact: a 0/1 flag), not the output
-        on = flags[3]
+        on = flags[2]
         d2s = self.d2s
         extra = linear(y, self.take(d2s.weight, cols=self.wc, dt=dt) * on,
                        self.take(d2s.bias, dt=dt) * on)  # fmt: skip

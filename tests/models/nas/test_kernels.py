@@ -383,6 +383,22 @@ def test_masked_layer_norm_kernel(K, monkeypatch, n, dtype, prefetch):
             assert not results[0][0][:, d:].any()
 
 
+def test_masked_layer_norm_all_masked(K):
+    """An all-0 column mask (the sparse->dense term switched off): the kernel's output is the
+    residual exactly and every gradient but the residual's is exactly 0, as the reference's."""
+    g = torch.Generator().manual_seed(3)
+    x, r, w, b = (torch.randn(s, generator=g).to(DEV).requires_grad_()
+                  for s in ((5, 24), (5, 24), 24, 24))  # fmt: skip
+    for run in (K.masked_layer_norm, K.masked_layer_norm_reference):
+        for t in (x, r, w, b):
+            t.grad = None
+        y = run(x, w, b, torch.zeros(24, device=DEV), 1e-5, False, None, r)
+        assert torch.equal(y, r)
+        y.backward(torch.randn(5, 24, generator=g).to(DEV))
+        assert not x.grad.any() and not w.grad.any() and not b.grad.any()
+        assert r.grad.abs().sum() > 0
+
+
 def test_layer_norm_partial_sums(K, monkeypatch):
     """The LayerNorm backward's reduction of its per-program partial sums: several column blocks
     and row steps, the last of each partial (1100 x 22 against 512-row steps of 4 columns, set

@@ -87,7 +87,7 @@ def test_identity_branches_are_met(spaces):
         sub = sample_subnet("ident", seed)
         widths = [N_DENSE] + [b.dense_width for b in sub.blocks]
         for i in sub.live_blocks():
-            flags = block_mask(sub, i, lay, widths)[-4:]
+            flags = block_mask(sub, i, lay, widths)[-3:]
             dot += sub.blocks[i].dense_op == "dot" and flags[0] == 1
             binary += sub.blocks[i].dense_op in ("gating", "sum") and flags[1] == 1
     assert dot > 0 and binary > 0
@@ -124,14 +124,19 @@ def test_block_mask_by_hand(spaces):
     s = subnet_from_dict(sub)
     widths = [N_DENSE] + [x.dense_width for x in s.blocks]
     m = block_mask(s, 2, lay, widths)
-    assert len(m) == 2 * 3 + 16 + 4 + 6 + 4
+    assert len(m) == 2 * 3 + 16 + 16 + 4 + 6 + 3
     np.testing.assert_array_equal(m[:3], [1, 0, 1])  # dense nodes 0 and 2
     np.testing.assert_array_equal(m[3:6], [0, 1, 0])  # sparse node 1
     np.testing.assert_array_equal(m[6:22], [1] * 8 + [0] * 8)  # width 8 of 16
-    np.testing.assert_array_equal(m[22:26], [1, 1, 0, 0])  # 2 tokens of 4
-    np.testing.assert_array_equal(m[26:32], [1] * 4 + [0] * 2)  # Dot keeps round(sqrt(16)) = 4
-    # flags: pairs(4) = 10 != 8; not binary; s2d off; d2s on
-    np.testing.assert_array_equal(m[32:], [0, 0, 0, 1])
+    np.testing.assert_array_equal(m[22:38], [0] * 16)  # no sparse->dense term
+    np.testing.assert_array_equal(m[38:42], [1, 1, 0, 0])  # 2 tokens of 4
+    np.testing.assert_array_equal(m[42:48], [1] * 4 + [0] * 2)  # Dot keeps round(sqrt(16)) = 4
+    # flags: pairs(4) = 10 != 8; not binary; d2s on
+    np.testing.assert_array_equal(m[48:], [0, 0, 1])
+    # with the sparse->dense term: its width mask is the block's
+    b.update(sparse_to_dense=True)
+    m = block_mask(subnet_from_dict(sub), 2, lay, widths)
+    np.testing.assert_array_equal(m[22:38], [1] * 8 + [0] * 8)
 
 
 def test_slot_layout_by_hand(spaces):
@@ -195,6 +200,15 @@ def test_masked_layer_norm_by_hand():
     relu = masked_layer_norm(y, ln, torch.tensor([1.0, 1.0, 0.0]), relu=True)
     torch.testing.assert_close(relu, expected.clamp_min(0))
     assert relu[0, 0] == 0 and relu[0, 1] > 0
+    # an all-0 mask (a block without the sparse->dense term): exactly 0 and 0 gradients, no
+    # 0 / 0, plus the residual as it is
+    yg = y.clone().requires_grad_()
+    res = torch.tensor([[4.0, -1.0, 2.0]])
+    off = masked_layer_norm(yg, ln, torch.zeros(3), residual=res)
+    assert torch.equal(off, res)
+    off.sum().backward()
+    assert torch.equal(yg.grad, torch.zeros(1, 3))
+    assert torch.equal(ln.weight.grad, torch.zeros(3)) and torch.equal(ln.bias.grad, torch.zeros(3))
 
 
 @pytest.mark.parametrize("seed", range(4))
