@@ -10,7 +10,9 @@ Measures, on one device:
      subnet (same weights, same on-device batch, own Adagrad), in the same process: both eager,
      and on CUDA both as CUDA graphs (models/nas/graphs.py).
 The graphed row is steady state: a warm-up pass over --steps sampled subnets captures their
-block graphs, then the timed pass replays the same subnets (no capture inside the timing).
+block graphs, then --passes timed passes replay the same subnets (no capture inside the timing);
+the row is their median, and a note gives the fastest and slowest pass (runs in one call on an
+H100 in session 18 spread over 887-957k samples/s, one pass each).
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
@@ -244,6 +246,18 @@ def time_steps(step_fn, n, device, warm=3):
     return (time.perf_counter() - t) / n
 
 
+def time_passes(step_fn, n, device, passes) -> list[float]:
+    """Seconds per step of each of `passes` back-to-back timed passes of n steps (no warm-up)."""
+    return [time_steps(step_fn, n, device, warm=0) for _ in range(passes)]
+
+
+def passes_note(label, per_step_s) -> str:
+    """The spread of `time_passes`: median, fastest and slowest pass, in ms per step."""
+    ms = sorted(x * 1e3 for x in per_step_s)
+    return (f"{label}: {len(ms)} passes, ms/step median {statistics.median(ms):.2f} "
+            f"(fastest {ms[0]:.2f}, slowest {ms[-1]:.2f})")  # fmt: skip
+
+
 def print_profile(label, step_fn, device, steps=10, warm=3):
     """torch.profiler tables of `steps` steps: by GPU time (kernels inside CUDA graphs too), then
     by host time."""
@@ -393,6 +407,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--paths", type=int, default=8)
+    ap.add_argument("--passes", type=int, default=5,
+                    help="timed passes over the --steps subnets of the graphed row (its median)")  # fmt: skip
     ap.add_argument("--full-steps", type=int, default=10, help="0 skips the full-supernet rate")
     ap.add_argument("--command-steps", type=int, default=60, help="0 skips train_supernet")
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -417,6 +433,8 @@ def main() -> None:
                     help="run with a switch of the CUDA path changed, for A/B runs on one machine: "
                          + switch_choices())  # fmt: skip
     args = ap.parse_args()
+    if args.passes < 1:
+        ap.error(f"--passes: expected at least 1, got {args.passes}")
     for item in args.switch:
         set_switch(ap, item)
 
@@ -486,7 +504,9 @@ def main() -> None:
         t = time.perf_counter()
         time_steps(graphed_step, args.steps, device, warm=0)
         warm_s = time.perf_counter() - t
-        s = time_steps(graphed_step, args.steps, device, warm=0)
+        per_pass = time_passes(graphed_step, args.steps, device, args.passes)
+        s = statistics.median(per_pass)
+        notes.append(passes_note("CUDA graphs, steady state", per_pass))
         if args.profile:
             print_profile("CUDA-graph sampled paths (steady state)", graphed_step, device, warm=0)
         if args.key_table:
