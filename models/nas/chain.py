@@ -65,7 +65,10 @@ class NodeBuffers:
     # [B, 2, W] per block: a binary op's (left, right) nodes, copied in before it runs (one per
     # block: the backward reads them; separate tensors: separate autograd version counters)
     pairs: list[torch.Tensor]
-    gpair: torch.Tensor  # [B, 2, W]: their gradients, added into gd after its backward
+    # a binary op's input gradients, added into gd after its backward: flat, so that each side
+    # is a dense [B, width] (`pair_grad`) and their copy from the block's backward one
+    # multi-tensor kernel (strided sides of a [B, 2, W] buffer took one strided copy each)
+    gpair: torch.Tensor
     layout: Layout
     # What may be non-zero, tracked on the host so that only that is zeroed: per node slot the
     # dense columns and op tokens its last writer wrote (its size classes) and whether it wrote
@@ -83,7 +86,8 @@ class NodeBuffers:
         pairs = [torch.zeros(batch, 2, layout.node_width, dtype=dtype, device=device)
                  for _ in range(layout.n_blocks)]  # fmt: skip
         bufs = cls(nd, ns, torch.zeros_like(nd), torch.zeros_like(ns), flat,
-                   list(flat.split(sizes)), pairs, torch.zeros_like(pairs[0]), layout)  # fmt: skip
+                   list(flat.split(sizes)), pairs, torch.zeros_like(pairs[0]).view(-1),
+                   layout)  # fmt: skip
         bufs.written = [[0, 0, 0] for _ in range(n)]
         bufs.pair_written = [[0, 0] for _ in range(layout.n_blocks)]
         return bufs
@@ -121,6 +125,12 @@ class NodeBuffers:
         if last > width:
             dst[:, width:last].zero_()
         self.pair_written[i][k] = width
+
+    def pair_grad(self, k: int, width: int) -> torch.Tensor:
+        """Side k's gradient of a binary op whose inputs are `width` wide: a dense [B, width]
+        view of `gpair`."""
+        n = self.nd.shape[0] * width
+        return self.gpair[k * n : (k + 1) * n].view(-1, width)
 
     def load_masks(self, masks: list[np.ndarray]) -> None:
         """This step's masks into the device buffer (pinned, asynchronous)."""
@@ -363,8 +373,9 @@ class BlockChain:
                 e.grad_params = self._block_backward(e, e.outs, bufs)
                 e.outs = None
             if run.pair is not None:  # past a node's size class its gradient is read by nobody
+                width = lay.left_width(e.block.i)
                 for k, j in enumerate(run.pair):
-                    bufs.gd[:, j, : widths[j]].add_(bufs.gpair[:, k, : widths[j]])
+                    bufs.gd[:, j, : widths[j]].add_(bufs.pair_grad(k, width)[:, : widths[j]])
             for p in e.grad_params:
                 g = self._grads[id(p)]
                 p.grad = g if p.grad is None else p.grad + g
@@ -427,7 +438,7 @@ class BlockChain:
         grads = torch.autograd.grad(fwd.outs, leaves, grad_out, allow_unused=True)
         if n_pair:  # both sides' gradients in one multi-tensor copy
             width = self.layout.left_width(blk.i)
-            torch._foreach_copy_([bufs.gpair[:, k, :width] for k in range(2)], list(grads[:2]))
+            torch._foreach_copy_([bufs.pair_grad(k, width) for k in range(2)], list(grads[:2]))
         g_taken = zip(fwd.taken, grads[n_pair : n_pair + n_taken], strict=True)
         parts = [(p, idx, g) for (p, idx, _), g in g_taken if g is not None]
         whole = [(p, (), g) for p, g in zip(e.params, grads[n_pair + n_taken :], strict=True)
