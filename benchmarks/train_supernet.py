@@ -383,6 +383,7 @@ SWITCH_VALUES = {
     "row_grad": ("optim.ROW_GRAD", ("auto", "off")),  # the stem's row gradients
     "ln_kernel": ("static.LN_KERNEL", ("triton", "compiled")),  # the masked LayerNorm's kernel
     "param_leaves": ("static.PARAM_LEAVES", ("on", "off")),  # parameters taken as leaves
+    "cast_ahead": ("static.CAST_AHEAD", ("on", "off")),  # their bf16 casts in one copy
 }
 
 

@@ -404,6 +404,8 @@ class BlockChain:
         n, pair = blk.i + 1, ()
         over_d, over_s = self.overwrites(blk)
         blk.taken = [] if PARAM_LEAVES["impl"] == "on" else None
+        if blk.taken is not None:
+            blk.cast_ahead()
         with torch.enable_grad():
             if blk.binary:
                 width = lay.left_width(blk.i)
@@ -422,6 +424,7 @@ class BlockChain:
                                  slots[:2])  # fmt: skip
             finally:
                 taken, blk.taken = blk.taken or [], None
+                blk.end_take()
         with torch.no_grad():
             for dst, src in zip(slots, outs, strict=True):
                 if src.data_ptr() != dst.data_ptr() or src.stride() != dst.stride():

@@ -278,3 +278,42 @@ def test_take_slices_through_autograd_or_records_a_leaf(spaces):
     assert p is w and idx == (slice(4), slice(None)) and got is leaf
     with pytest.raises(RuntimeError, match="taken twice"):
         blk.take(w)
+
+
+def test_casts_are_recorded_once_then_made_ahead(spaces, monkeypatch):
+    """`StaticBlock.cast_ahead`: the first call taking leaves records the contiguous casts `take`
+    makes (rows of a weight, a bias; not a column slice, not an uncast take); `end_take` keeps
+    the plan; the next call makes them in one copy and `take` returns those casts as the leaves'
+    data, equal to the casts it made itself; with CAST_AHEAD off it casts each again."""
+    from models.nas import static
+    from models.nas.static import StaticBlock
+
+    net = Supernet("tiny", TABLES, N_DENSE, seed=0)
+    blk = StaticBlock(net.blocks[0], 0, "fc", "efc", Layout.of(TINY, N_DENSE, len(TABLES)))
+    w, b, ln = blk.dense.linear.weight, blk.dense.linear.bias, blk.dense.ln.weight
+    dt = torch.float64  # stands for bf16: any dtype other than the parameters'
+
+    def one_call():
+        blk.taken = []
+        blk.cast_ahead()
+        casts = dict(blk.casts or {})
+        leaves = [blk.take(w, 4, dt=dt), blk.take(b, 4, dt=dt), blk.take(ln, 4),
+                  blk.take(d2s_w, 8, 3, dt=dt)]  # fmt: skip
+        blk.taken = None
+        blk.end_take()
+        return casts, leaves
+
+    d2s_w = blk.d2s.weight  # a column slice: not contiguous, cast on its own
+    casts, first = one_call()
+    assert casts == {} and blk.casts is None
+    assert [(p, r, c, t) for p, r, c, t in blk.cast_plan] == [(w, 4, None, dt), (b, 4, None, dt)]
+    casts, second = one_call()
+    assert sorted(k[1:] for k in casts) == [(4, None, dt), (4, None, dt)]
+    assert second[0].data_ptr() == casts[(id(w), 4, None, dt)].data_ptr()
+    assert second[1].data_ptr() == casts[(id(b), 4, None, dt)].data_ptr()
+    for got, want in zip(second, first, strict=True):
+        assert got.is_leaf and got.requires_grad and torch.equal(got, want)
+    assert torch.equal(second[0], w[:4].to(dt)) and second[2].dtype == torch.float32
+    monkeypatch.setitem(static.CAST_AHEAD, "impl", "off")
+    casts, third = one_call()
+    assert casts == {} and all(torch.equal(g, x) for g, x in zip(third, first, strict=True))
