@@ -24,8 +24,9 @@ Measured 2026-12-07, session 18 (same settings; three calls on H100s, Triton 3.6
   off (--switch param_leaves=off): 905.5k, 838.0k. Eager attribution (block_kernels.py):
   765 kernels, 7.79 ms of kernel time per step; 198 under 3 us (0.32 ms). Then, untimed:
   the sparse->dense switch as its LayerNorm's column mask (af47e3b; two scalar muls per block
-  each way fewer) and a binary op's input gradients staged as dense [B, width] sides (one
-  multi-tensor copy instead of two strided ones).
+  each way fewer), a binary op's input gradients staged as dense [B, width] sides (one
+  multi-tensor copy instead of two strided ones), and a block's bf16 parameter casts made in
+  one multi-tensor copy (--switch cast_ahead=off is the A/B).
 Measured 2026-12-07, session 17 (same settings; one H100 call, Triton 3.6; no H200 was
   granted): e603b9d (session 16's last commit) at 916,820 samples/s (8.94 ms). Its eager step
   in benchmarks/block_kernels.py: 994 kernels, 8.17 ms of kernel time per step (so ~0.8 ms of
