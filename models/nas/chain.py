@@ -403,9 +403,8 @@ class BlockChain:
         blk, lay, batch = e.block, self.layout, bufs.nd.shape[0]
         n, pair = blk.i + 1, ()
         over_d, over_s = self.overwrites(blk)
-        blk.taken = [] if PARAM_LEAVES["impl"] == "on" else None
-        if blk.taken is not None:
-            blk.cast_ahead()
+        if PARAM_LEAVES["impl"] == "on":
+            blk.begin_take()
         with torch.enable_grad():
             if blk.binary:
                 width = lay.left_width(blk.i)
@@ -423,8 +422,7 @@ class BlockChain:
                 outs = blk.parts(bufs.masks[blk.i], dense_in, sparse_in, (sink_d, sink_s),
                                  slots[:2])  # fmt: skip
             finally:
-                taken, blk.taken = blk.taken or [], None
-                blk.end_take()
+                taken = blk.end_take()
         with torch.no_grad():
             for dst, src in zip(slots, outs, strict=True):
                 if src.data_ptr() != dst.data_ptr() or src.stride() != dst.stride():

@@ -454,11 +454,16 @@ def slot_columns(weight: torch.Tensor, first: int, size: int, slot: int) -> torc
 # 907.3k-951.4k with "on" in the same two calls; H100, batch 8192, session 18).
 PARAM_LEAVES = {"impl": "on"}
 # "on": with the leaves, the contiguous parameter slices a block takes in bf16 are cast in one
-# multi-tensor copy before its ops run (`StaticBlock.cast_ahead`) instead of one copy kernel
+# multi-tensor copy before its ops run (`StaticBlock.begin_take`) instead of one copy kernel
 # each (~68 of the 198 kernels under 3 us in a sampled step at batch 8192, H100); "off": one each
 # (untimed in the step: `benchmarks/train_supernet.py --switch cast_ahead=off` gives the A/B).
 CAST_AHEAD = {"impl": "on"}
 Cast = tuple[nn.Parameter, int | None, int | None, torch.dtype]  # (parameter, rows, cols, dtype)
+
+
+def leading(p: torch.Tensor, rows: int | None, cols: int | None) -> tuple:
+    """The index of p's first `rows` rows and `cols` columns (all when None)."""
+    return (slice(rows), slice(cols))[: p.dim()]
 
 
 class StaticBlock(nn.Module):
@@ -495,7 +500,7 @@ class StaticBlock(nn.Module):
         self.taken: list[tuple[nn.Parameter, tuple, torch.Tensor]] | None = None
         # The casts `take` makes while taking leaves, as (parameter, rows, cols, dtype): the same
         # on every call (fixed by the ops and the caps), so recorded once (`recording`), then
-        # made ahead into `casts` (`cast_ahead`), which `take` reads
+        # made ahead into `casts` (`begin_take`), which `take` reads
         self.cast_plan: list[Cast] | None = None
         self.recording: list[Cast] | None = None
         self.casts: dict[tuple, torch.Tensor] | None = None  # by (id(parameter), rows, cols, dtype)
@@ -505,12 +510,12 @@ class StaticBlock(nn.Module):
         dt: torch.dtype | None = None,
     ) -> torch.Tensor:  # fmt: skip
         """Parameter p's first `rows` rows and `cols` columns (all when None), in `dt` when given,
-        through autograd to p. While `taken` is a list (models/nas/chain.py sets one) it is a
+        through autograd to p. Between `begin_take` and `end_take` (models/nas/chain.py) it is a
         leaf of its own instead, recorded there with its index into p: the chain writes its
         gradient into p's gradient buffer in place, where autograd would fill a p-sized
         gradient with zeros and copy the slice's into it, and cast a cast's back (~210 of the
         ~455 kernels under 3 us in a sampled step at batch 8192, H100)."""
-        idx = (slice(rows), slice(cols))[: p.dim()]
+        idx = leading(p, rows, cols)
         v = p if rows is None and cols is None else p[idx]
         cast = None if self.casts is None else self.casts.get((id(p), rows, cols, dt))
         if cast is not None:
@@ -527,18 +532,18 @@ class StaticBlock(nn.Module):
         self.taken.append((p, idx, v))
         return v
 
-    def cast_ahead(self) -> None:
-        """Before the ops run while taking leaves (models/nas/chain.py): the planned casts in one
-        multi-tensor copy into `casts` (its fast path converts dtypes where sources and
-        destinations share sizes and strides: the plan holds contiguous slices only). Without a
-        plan yet, this call records one (`end_take` keeps it)."""
-        self.casts = None
+    def begin_take(self) -> None:
+        """Before the ops run: `take` makes leaves from here to `end_take`. The planned casts
+        are made in one multi-tensor copy into `casts` (its fast path converts dtypes where
+        sources and destinations share sizes and strides: the plan holds contiguous slices
+        only); without a plan yet, this call records one (`end_take` keeps it)."""
+        self.taken, self.casts = [], None
         if self.cast_plan is None:
             self.recording = []
             return
         if CAST_AHEAD["impl"] != "on":
             return
-        srcs = [p[(slice(r), slice(c))[: p.dim()]] for p, r, c, _ in self.cast_plan]
+        srcs = [p[leading(p, r, c)] for p, r, c, _ in self.cast_plan]
         dsts = [torch.empty(t.shape, dtype=dt, device=t.device)
                 for t, (_, _, _, dt) in zip(srcs, self.cast_plan, strict=True)]  # fmt: skip
         with torch.no_grad():
@@ -546,12 +551,15 @@ class StaticBlock(nn.Module):
         self.casts = {(id(p), r, c, dt): d
                       for (p, r, c, dt), d in zip(self.cast_plan, dsts, strict=True)}  # fmt: skip
 
-    def end_take(self) -> None:
-        """After the ops ran: the casts are dropped, and a recorded plan kept (an empty one is
-        recorded again next time: a call without autocast casts nothing)."""
+    def end_take(self) -> list[tuple[nn.Parameter, tuple, torch.Tensor]]:
+        """After the ops ran: the leaves taken since `begin_take` ((parameter, index, leaf));
+        `take` goes through autograd again, the casts are dropped and a recorded plan is kept
+        (an empty one is recorded again next time: a call without autocast casts nothing)."""
         if self.recording:
             self.cast_plan = self.recording
-        self.recording = self.casts = None
+        taken = self.taken or []
+        self.taken = self.recording = self.casts = None
+        return taken
 
     def sink_products(self) -> tuple[int, int]:
         """How many input products write into the (dense, sparse) sinks in the backward: the
@@ -594,8 +602,8 @@ class StaticBlock(nn.Module):
         sparse nodes in slots of T + 8 tokens, features first [B, 16, (i + 1)(T + 8)]
         (`node_slots`). `sinks`: gradient buffers shaped as the slot inputs: the input products
         add (or write) their input gradients there (`project`) instead of returning them
-        (models/nas/chain.py; `sink_products` says how many write into each). `out_slots` (dense [B, wc] and op tokens [B, tc, 16], no
-        autograd history: the node slot's views): where the last LayerNorms write the dense
+        (models/nas/chain.py; `sink_products` says how many write into each). `out_slots`
+        (dense [B, wc] and op tokens [B, tc, 16], no autograd history: the node slot's views): where the last LayerNorms write the dense
         output (with the FM term) and the op tokens when they can (the Triton path), so the
         outputs returned may be on their memory (then not to be copied there)."""
         lay = self.layout

@@ -281,7 +281,7 @@ def test_take_slices_through_autograd_or_records_a_leaf(spaces):
 
 
 def test_casts_are_recorded_once_then_made_ahead(spaces, monkeypatch):
-    """`StaticBlock.cast_ahead`: the first call taking leaves records the contiguous casts `take`
+    """`StaticBlock.begin_take`: the first call taking leaves records the contiguous casts `take`
     makes (rows of a weight, a bias; not a column slice, not an uncast take); `end_take` keeps
     the plan; the next call makes them in one copy and `take` returns those casts as the leaves'
     data, equal to the casts it made itself; with CAST_AHEAD off it casts each again."""
@@ -294,12 +294,10 @@ def test_casts_are_recorded_once_then_made_ahead(spaces, monkeypatch):
     dt = torch.float64  # stands for bf16: any dtype other than the parameters'
 
     def one_call():
-        blk.taken = []
-        blk.cast_ahead()
+        blk.begin_take()
         casts = dict(blk.casts or {})
         leaves = [blk.take(w, 4, dt=dt), blk.take(b, 4, dt=dt), blk.take(ln, 4),
                   blk.take(d2s_w, 8, 3, dt=dt)]  # fmt: skip
-        blk.taken = None
         blk.end_take()
         return casts, leaves
 
