@@ -210,6 +210,16 @@ def _fm(so: torch.Tensor) -> torch.Tensor:
     return (0.5 * (total.square() - x.square().sum(1))).to(so.dtype)
 
 
+def _gate(pre: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(pre) * right
+
+
+def gate(pre: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """The Gating op's sigmoid(pre) * right (one fused kernel each way on CUDA: eagerly a sigmoid
+    and a product forward, two products and a sigmoid backward, each a pass over [B, W])."""
+    return _run_compiled(_gate, pre, right, dynamic=True)
+
+
 def fm_term(so: torch.Tensor) -> torch.Tensor:
     """The FM interaction of tokens so [B, t, 16] -> [B, 16]: 0.5 ((sum so)^2 - sum so^2) over
     the tokens, computed in float32 at least, in so's dtype (one fused kernel each way on CUDA)."""
@@ -708,7 +718,7 @@ class StaticBlock(nn.Module):
     ) -> torch.Tensor:  # fmt: skip
         op, wc = self.dense, self.wc
         if op.gate is not None:
-            y = torch.sigmoid(linear(left, *self._linear(op.gate, dt=dt))) * right
+            y = gate(linear(left, *self._linear(op.gate, dt=dt)), right)
         else:
             y = left + right
         y = switched_linear(y, *self._linear(op.proj, wc), identity)

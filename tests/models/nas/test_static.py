@@ -3,6 +3,8 @@ gradients, for random subnets; masks and layout by hand."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 from models.nas.space import SPACES, SearchSpace, sample_subnet
 from models.nas.static import (
     Layout,
+    _gate,
     block_mask,
     masked_layer_norm,
     ones,
@@ -249,6 +252,28 @@ def test_switched_linear_by_flag(rows):
     y1.sum().backward()
     assert not w.grad.any() and not b.grad.any()
     assert torch.equal(x.grad[:, : min(rows, 5)], torch.ones(4, min(rows, 5), dtype=x.dtype))
+
+
+def test_gate_compiled_equals_its_gradients_by_hand():
+    """The Gating op's sigmoid(pre) * right as torch.compile fuses it (on CUDA, `gate` runs it
+    so; inductor's CPU backend here, shapes dynamic as there): the product and the gradients
+    s * g (right's) and g * right * s (1 - s) (pre's), s = sigmoid(pre), to float64 rounding
+    (1e-12), at two widths through one compilation."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("inductor's CPU backend needs a C++ compiler")
+    fused = torch.compile(_gate, dynamic=True)
+    g = torch.Generator().manual_seed(0)
+    for width in (8, 24):
+        pre, right, gy = (torch.randn(6, width, generator=g, dtype=torch.float64) for _ in "abc")
+        pre.requires_grad_(True)
+        right.requires_grad_(True)
+        y = fused(pre, right)
+        y.backward(gy)
+        s = 1 / (1 + torch.exp(-pre.detach()))
+        tol = {"atol": 1e-12, "rtol": 1e-12}
+        torch.testing.assert_close(y.detach(), s * right.detach(), **tol)
+        torch.testing.assert_close(right.grad, s * gy, **tol)
+        torch.testing.assert_close(pre.grad, gy * right.detach() * s * (1 - s), **tol)
 
 
 def test_ones_are_made_once_per_size_and_dtype():
