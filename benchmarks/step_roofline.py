@@ -147,7 +147,9 @@ class _Fused(torch.autograd.Function):
     def backward(ctx, dy):  # noqa: ANN001, ANN205
         counter = ctx.counter
         wants = [isinstance(a, torch.Tensor) and a.requires_grad for a in ctx.args]
-        args = [a.detach().requires_grad_() if w else a for a, w in zip(ctx.args, wants, strict=True)]
+        args = [
+            a.detach().requires_grad_() if w else a for a, w in zip(ctx.args, wants, strict=True)
+        ]
         with counter.pause(), torch.enable_grad():
             out = ctx.fn(*args)
             inputs = [a for a, w in zip(args, wants, strict=True) if w]
@@ -167,7 +169,8 @@ def gpu_fusions(counter: OpCounter):  # noqa: ANN201
     places = ((kernels, "fused_attention", "fused_attention"), (ops, "attend", "fused_attention"),
               (kernels, "fused_attention_qkv", "fused_attention"),
               (kernels, "token_layer_norm", "token_layer_norm"),
-              (static, "_masked_ln", "masked_layer_norm"), (static, "_fm", "fm_term"))  # fmt: skip
+              (static, "_masked_ln", "masked_layer_norm"), (static, "_fm", "fm_term"),
+              (static, "_fm_grad", "fm_term_backward"))  # fmt: skip
     saved = [getattr(module, attr) for module, attr, _ in places]
     for (module, attr, name), fn in zip(places, saved, strict=True):
         setattr(module, attr, lambda *a, fn=fn, name=name: _Fused.apply(counter, name, fn, *a))

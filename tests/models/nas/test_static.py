@@ -12,8 +12,11 @@ import torch
 from models.nas.space import SPACES, SearchSpace, sample_subnet
 from models.nas.static import (
     Layout,
+    _fm,
+    _fm_grad,
     _gate,
     block_mask,
+    fm_term,
     masked_layer_norm,
     ones,
     padded,
@@ -274,6 +277,58 @@ def test_gate_compiled_equals_its_gradients_by_hand():
         torch.testing.assert_close(y.detach(), s * right.detach(), **tol)
         torch.testing.assert_close(right.grad, s * gy, **tol)
         torch.testing.assert_close(pre.grad, gy * right.detach() * s * (1 - s), **tol)
+
+
+def _fm_by_hand(so, g_fm, g_so):
+    """The FM term 0.5 ((sum_t so)^2 - sum_t so^2) and so's whole gradient: g_so plus
+    g_fm (sum_t so - so_t) for each token t."""
+    total = so.sum(1)
+    fm = 0.5 * (total**2 - (so**2).sum(1))
+    g = g_fm[:, None, :] * (total[:, None, :] - so)
+    return fm, g if g_so is None else g + g_so
+
+
+@pytest.mark.parametrize("through", [True, False])
+def test_fm_term_gradient_adds_the_pass_through_gradient(through):
+    """`fm_term` returns the FM term and so again; so's gradient is the sum of both uses' (one
+    kernel on CUDA), or the FM term's alone when so's other use takes no gradient (float64, to
+    rounding)."""
+    g = torch.Generator().manual_seed(1)
+    so = torch.randn(5, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    g_fm, g_so = (
+        torch.randn(5, 4, generator=g, dtype=torch.float64),
+        torch.randn(5, 3, 4, generator=g, dtype=torch.float64),
+    )
+    fm, out = fm_term(so * 1)  # through a node, as in the block
+    assert torch.equal(out, so.detach())
+    if through:
+        torch.autograd.backward([fm, out], [g_fm, g_so])
+    else:
+        fm.backward(g_fm)
+    want_fm, want_g = _fm_by_hand(so.detach(), g_fm, g_so if through else None)
+    tol = {"atol": 1e-12, "rtol": 1e-12}
+    torch.testing.assert_close(fm.detach(), want_fm, **tol)
+    torch.testing.assert_close(so.grad, want_g, **tol)
+
+
+def test_fm_compiled_equals_the_term_and_gradient_by_hand():
+    """The FM term's forward and backward as torch.compile fuses them (on CUDA `fm_term` runs
+    them so; inductor's CPU backend here), with and without the pass-through gradient and with
+    a strided one (a node slot's view), to float64 rounding (1e-12)."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("inductor's CPU backend needs a C++ compiler")
+    fwd, bwd = torch.compile(_fm), torch.compile(_fm_grad)
+    g = torch.Generator().manual_seed(2)
+    so = torch.randn(6, 5, 4, generator=g, dtype=torch.float64)
+    g_fm = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    strided = torch.randn(6, 4, 7, generator=g, dtype=torch.float64)[:, :, 1:6].transpose(1, 2)
+    fm, total = fwd(so)
+    tol = {"atol": 1e-12, "rtol": 1e-12}
+    torch.testing.assert_close(total, so.sum(1), **tol)
+    for g_so in (None, strided.contiguous(), strided):
+        want_fm, want_g = _fm_by_hand(so, g_fm, g_so)
+        torch.testing.assert_close(fm, want_fm, **tol)
+        torch.testing.assert_close(bwd(so, total, g_fm, g_so), want_g, **tol)
 
 
 def test_ones_are_made_once_per_size_and_dtype():
