@@ -16,6 +16,11 @@ H100 in session 18 spread over 887-957k samples/s, one pass each).
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Measured 2026-12-07, session 20 (same settings; two calls on one H100, Triton 3.6; no H200
+  came): d9f8e6c at 8.49, 8.49, 8.36, 8.38, 9.04 ms (median of 5 passes; 965k, 965k, 980k,
+  977k, 906k samples/s); e5b6dd2 at 8.53 ms (960k, one pass) in the same call; --switch
+  cast_ahead=off 8.40, 8.43, 8.66, 8.41 ms (so the multi-tensor cast went). block_kernels.py: 678 kernels, 7.55 ms of kernel
+  time per step. Then, untimed: fm_term's input gradients summed in its compiled backward.
 Measured 2026-12-07, session 18 (same settings; three calls on H100s, Triton 3.6; no H200 was
   granted; runs alternated within each call): session 17's d58fe70 at 943.0k, 907.3k, 949.0k,
   887.8k, 951.4k, 936.4k samples/s; e603b9d at 914.4k, 885.9k, 913.2k, 915.9k, 907.8k; with
@@ -26,7 +31,7 @@ Measured 2026-12-07, session 18 (same settings; three calls on H100s, Triton 3.6
   the sparse->dense switch as its LayerNorm's column mask (af47e3b; two scalar muls per block
   each way fewer), a binary op's input gradients staged as dense [B, width] sides (one
   multi-tensor copy instead of two strided ones), and a block's bf16 parameter casts made in
-  one multi-tensor copy (--switch cast_ahead=off is the A/B).
+  one multi-tensor copy (--switch cast_ahead=off was the A/B; removed in session 20).
 Measured 2026-12-07, session 17 (same settings; one H100 call, Triton 3.6; no H200 was
   granted): e603b9d (session 16's last commit) at 916,820 samples/s (8.94 ms). Its eager step
   in benchmarks/block_kernels.py: 994 kernels, 8.17 ms of kernel time per step (so ~0.8 ms of
@@ -384,7 +389,6 @@ SWITCH_VALUES = {
     "row_grad": ("optim.ROW_GRAD", ("auto", "off")),  # the stem's row gradients
     "ln_kernel": ("static.LN_KERNEL", ("triton", "compiled")),  # the masked LayerNorm's kernel
     "param_leaves": ("static.PARAM_LEAVES", ("on", "off")),  # parameters taken as leaves
-    "cast_ahead": ("static.CAST_AHEAD", ("on", "off")),  # their bf16 casts in one copy
 }
 
 

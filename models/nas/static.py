@@ -492,12 +492,9 @@ def slot_columns(weight: torch.Tensor, first: int, size: int, slot: int) -> torc
 # (`benchmarks/train_supernet.py --switch param_leaves=off`: 905.5k and 838.0k samples/s against
 # 907.3k-951.4k with "on" in the same two calls; H100, batch 8192, session 18).
 PARAM_LEAVES = {"impl": "on"}
-# "on": with the leaves, the contiguous parameter slices a block takes in bf16 are cast in one
-# multi-tensor copy before its ops run (`StaticBlock.begin_take`) instead of one copy kernel
-# each (~68 of the 198 kernels under 3 us in a sampled step at batch 8192, H100); "off": one each
-# (untimed in the step: `benchmarks/train_supernet.py --switch cast_ahead=off` gives the A/B).
-CAST_AHEAD = {"impl": "on"}
-Cast = tuple[nn.Parameter, int | None, int | None, torch.dtype]  # (parameter, rows, cols, dtype)
+# (Session 18's one multi-tensor copy of a block's bf16 parameter casts before its ops, instead
+# of one copy kernel each, was removed in session 20: 8.40-8.66 ms per step without it against
+# 8.36-9.04 with it, H100, batch 8192, benchmarks/train_supernet.py.)
 
 
 def leading(p: torch.Tensor, rows: int | None, cols: int | None) -> tuple:
@@ -537,12 +534,6 @@ class StaticBlock(nn.Module):
         self.register_buffer("token_owner", owners(layout.node_tokens, n).to(device))
         self.sink_d = self.sink_s = self.out_dense = self.out_tokens = None
         self.taken: list[tuple[nn.Parameter, tuple, torch.Tensor]] | None = None
-        # The casts `take` makes while taking leaves, as (parameter, rows, cols, dtype): the same
-        # on every call (fixed by the ops and the caps), so recorded once (`recording`), then
-        # made ahead into `casts` (`begin_take`), which `take` reads
-        self.cast_plan: list[Cast] | None = None
-        self.recording: list[Cast] | None = None
-        self.casts: dict[tuple, torch.Tensor] | None = None  # by (id(parameter), rows, cols, dtype)
 
     def take(
         self, p: nn.Parameter, rows: int | None = None, cols: int | None = None,
@@ -556,12 +547,7 @@ class StaticBlock(nn.Module):
         ~455 kernels under 3 us in a sampled step at batch 8192, H100)."""
         idx = leading(p, rows, cols)
         v = p if rows is None and cols is None else p[idx]
-        cast = None if self.casts is None else self.casts.get((id(p), rows, cols, dt))
-        if cast is not None:
-            v = cast
-        elif dt is not None:
-            if self.recording is not None and v.is_contiguous():
-                self.recording.append((p, rows, cols, dt))
+        if dt is not None:
             v = v.to(dt)
         if self.taken is None:
             return v
@@ -572,32 +558,14 @@ class StaticBlock(nn.Module):
         return v
 
     def begin_take(self) -> None:
-        """Before the ops run: `take` makes leaves from here to `end_take`. The planned casts
-        are made in one multi-tensor copy into `casts` (its fast path converts dtypes where
-        sources and destinations share sizes and strides: the plan holds contiguous slices
-        only); without a plan yet, this call records one (`end_take` keeps it)."""
-        self.taken, self.casts = [], None
-        if self.cast_plan is None:
-            self.recording = []
-            return
-        if CAST_AHEAD["impl"] != "on":
-            return
-        srcs = [p[leading(p, r, c)] for p, r, c, _ in self.cast_plan]
-        dsts = [torch.empty(t.shape, dtype=dt, device=t.device)
-                for t, (_, _, _, dt) in zip(srcs, self.cast_plan, strict=True)]  # fmt: skip
-        with torch.no_grad():
-            torch._foreach_copy_(dsts, srcs)
-        self.casts = {(id(p), r, c, dt): d
-                      for (p, r, c, dt), d in zip(self.cast_plan, dsts, strict=True)}  # fmt: skip
+        """Before the ops run: `take` makes leaves from here to `end_take`."""
+        self.taken = []
 
     def end_take(self) -> list[tuple[nn.Parameter, tuple, torch.Tensor]]:
         """After the ops ran: the leaves taken since `begin_take` ((parameter, index, leaf));
-        `take` goes through autograd again, the casts are dropped and a recorded plan is kept
-        (an empty one is recorded again next time: a call without autocast casts nothing)."""
-        if self.recording:
-            self.cast_plan = self.recording
+        `take` goes through autograd again."""
         taken = self.taken or []
-        self.taken = self.recording = self.casts = None
+        self.taken = None
         return taken
 
     def sink_products(self) -> tuple[int, int]:
