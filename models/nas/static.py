@@ -492,9 +492,6 @@ def slot_columns(weight: torch.Tensor, first: int, size: int, slot: int) -> torc
 # (`benchmarks/train_supernet.py --switch param_leaves=off`: 905.5k and 838.0k samples/s against
 # 907.3k-951.4k with "on" in the same two calls; H100, batch 8192, session 18).
 PARAM_LEAVES = {"impl": "on"}
-# (Session 18's one multi-tensor copy of a block's bf16 parameter casts before its ops, instead
-# of one copy kernel each, was removed in session 20: 8.40-8.66 ms per step without it against
-# 8.36-9.04 with it, H100, batch 8192, benchmarks/train_supernet.py.)
 
 
 def leading(p: torch.Tensor, rows: int | None, cols: int | None) -> tuple:
