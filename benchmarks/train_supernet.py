@@ -389,6 +389,7 @@ SWITCH_VALUES = {
     "row_grad": ("optim.ROW_GRAD", ("auto", "off")),  # the stem's row gradients
     "ln_kernel": ("static.LN_KERNEL", ("triton", "compiled")),  # the masked LayerNorm's kernel
     "param_leaves": ("static.PARAM_LEAVES", ("on", "off")),  # parameters taken as leaves
+    "live_prefix": ("optim.LIVE_PREFIX", ("on", "off")),  # the update over live prefixes
 }
 
 

@@ -165,7 +165,8 @@ class _Entry:
 
     block: StaticBlock
     params: list[nn.Parameter]
-    grad_params: list[nn.Parameter] = field(default_factory=list)  # those that get a gradient
+    # those that get a gradient, each with the length of its gradient's live prefix (`live_prefix`)
+    grad_params: list[tuple[nn.Parameter, int | None]] = field(default_factory=list)
     graphs: tuple[Any, Any] | None = None
     outs: _Forward | None = None  # eager: `_block_forward`'s, for the backward
 
@@ -238,6 +239,16 @@ def _head_backward(
     g_s = torch.einsum("b,bft->tf", gx, x_s.view(b, EMB, -1))
     gw = torch.cat([g_d, g_s.reshape(-1)]).to(weight.dtype)[None]
     return gw, g.sum().to(weight.dtype).reshape(1)
+
+
+def live_prefix(buf: torch.Tensor, idx: tuple) -> int | None:
+    """How many leading elements of a gradient buffer written at `idx` (zeros elsewhere,
+    `_write_grads`) can be nonzero: the element count of a contiguous leading slice (a weight's
+    first rows: a flat prefix), None when that is not a prefix (the whole buffer is live)."""
+    if not idx:
+        return None
+    part = buf[idx]
+    return part.numel() if part.is_contiguous() and part.data_ptr() == buf.data_ptr() else None
 
 
 def outside(t: torch.Tensor, idx: tuple) -> list[torch.Tensor]:
@@ -376,9 +387,13 @@ class BlockChain:
                 width = lay.left_width(e.block.i)
                 for k, j in enumerate(run.pair):
                     bufs.gd[:, j, : widths[j]].add_(bufs.pair_grad(k, width)[:, : widths[j]])
-            for p in e.grad_params:
+            for p, live in e.grad_params:
                 g = self._grads[id(p)]
-                p.grad = g if p.grad is None else p.grad + g
+                if p.grad is None:
+                    g.live_numel = live  # read by optim.clip_and_step (a sum has none: whole)
+                    p.grad = g
+                else:
+                    p.grad = p.grad + g
         return bufs.gs[:, :, 0, : lay.n_sparse].transpose(1, 2)  # the embedding output's
 
     def overwrites(self, blk: StaticBlock) -> tuple[bool, bool]:
@@ -429,10 +444,13 @@ class BlockChain:
                     dst.copy_(src)  # (the dense output and op tokens may be written in place)
         return _Forward(outs, pair, taken)
 
-    def _block_backward(self, e: _Entry, fwd: _Forward, bufs: NodeBuffers) -> list[nn.Parameter]:
+    def _block_backward(
+        self, e: _Entry, fwd: _Forward, bufs: NodeBuffers
+    ) -> list[tuple[nn.Parameter, int | None]]:
         """Block e's backward from its slot's output gradient: input gradients added into the
         gradient buffers (a binary op's: written into `gpair`), parameter gradients written
-        into theirs. Returns the parameters that got one."""
+        into theirs. Returns the parameters that got one, each with its gradient's live prefix
+        (`live_prefix`)."""
         blk, n_pair, n_taken = e.block, len(fwd.pair), len(fwd.taken)
         grad_out = self._out_slots(blk, bufs.gd, bufs.gs)
         leaves = [*fwd.pair, *(v for _, _, v in fwd.taken), *e.params]
@@ -449,7 +467,7 @@ class BlockChain:
             raise RuntimeError(f"block {blk.i}: a parameter was used both taken and whole")
         parts += whole
         self._write_grads(parts)
-        return [p for p, _, _ in parts]
+        return [(p, live_prefix(self._grads[id(p)], idx)) for p, idx, _ in parts]
 
     def _write_grads(self, parts: list[tuple[nn.Parameter, tuple, torch.Tensor]]) -> None:
         """Each (parameter, index, gradient): the gradient into the parameter's gradient buffer

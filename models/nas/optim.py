@@ -57,7 +57,7 @@ exact resume are unchanged.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -99,6 +99,12 @@ EMBEDDING = {"impl": "index_select"}
 
 
 ROW_GRAD = {"impl": "auto"}
+# "on": the fused update and its norm cover a gradient's live prefix only (`_fused_state`): in a
+# sampled supernet step about half of the ~12.7M elements with gradients lie past the ops'
+# first rows, zero (a CPU count over 12 subnets of nasrec-full), ~24 B each of the norm's and
+# the update's traffic; "off": whole parameters (`benchmarks/train_supernet.py --switch
+# live_prefix=off`; untimed on a GPU so far).
+LIVE_PREFIX = {"impl": "on"}
 
 
 class RowGrad:
@@ -381,16 +387,15 @@ def clip_and_step(
         total = clip_grad_norm(params, max_norm)
         opt.step()
         return total
-    group, grads, sums, steps = fused
-    total = torch.nn.utils.get_total_norm(grads, 2.0)
+    total = torch.nn.utils.get_total_norm(fused.grads, 2.0)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # as torch's clip_grads_with_norm_
-    _count_step(steps)
-    adagrad_update_(params, grads, sums, group["lr"], group["eps"], coef, check=False)
+    _count_step(fused.steps)
+    _fused_update(fused, coef)
     return total
 
 
 def _clip_and_step_rows(
-    opt: torch.optim.Optimizer, params: list[nn.Parameter], fused: tuple, rowed: list,
+    opt: torch.optim.Optimizer, params: list[nn.Parameter], fused: _Fused | tuple, rowed: list,
     row_states: list[dict[str, Any]], max_norm: float,
 ) -> torch.Tensor:  # fmt: skip
     """`clip_and_step` with parameters of pending row gradients (`rowed`): the norm over the
@@ -403,14 +408,13 @@ def _clip_and_step_rows(
         pending.append((p, rows, rows.mark_owners()))  # type: ignore[union-attr]
     sq = [owned_sq_sum(rows.acc, idx, rows.owner) for _, rows, idx in pending]
     if fused:
-        sq.append(torch.nn.utils.get_total_norm(fused[1], 2.0).square())
+        sq.append(torch.nn.utils.get_total_norm(fused.grads, 2.0).square())
     total = torch.stack(sq).sum().sqrt()
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # as torch's clip_grads_with_norm_
     steps = [state["step"] for state in row_states]
     if fused:
-        _, grads, sums, dense_steps = fused
-        _count_step([*dense_steps, *steps])
-        adagrad_update_(params, grads, sums, group["lr"], group["eps"], coef, check=False)
+        _count_step([*fused.steps, *steps])
+        _fused_update(fused, coef)
     else:
         _count_step(steps)
     for (p, rows, idx), state in zip(pending, row_states, strict=True):
@@ -447,28 +451,48 @@ def optimizer_parameters(opt: torch.optim.Optimizer) -> list[nn.Parameter]:
     return [p for group in opt.param_groups for p in group["params"]]
 
 
+class _Fused(NamedTuple):
+    """What the fused update reads: the group, and per parameter with a gradient the parameter,
+    gradient and sum (or their live prefixes) and the step count."""
+
+    group: dict[str, Any]
+    params: list[torch.Tensor]
+    grads: list[torch.Tensor]
+    sums: list[torch.Tensor]
+    steps: list[torch.Tensor]
+
+
 def _fused_state(
     opt: torch.optim.Optimizer, params: list[nn.Parameter], *, triton_only: bool = True
-) -> tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None:
-    """(group, grads, sums, steps) of `params` when the fused update equals torch's step, else
-    None: a plain SplitAdagrad of one group whose parameters with gradients are exactly
-    `params`, each with initialised state and a dense contiguous fp32 gradient on the Triton
-    path's device. Everything `adagrad_update_` would check is checked here (it then runs
-    without its own checks): one pass per step over `params`, the states' checks cached."""
+) -> _Fused | None:
+    """The fused update's inputs (`_Fused`) for `params` when the fused update equals torch's
+    step, else None: a plain SplitAdagrad of one group whose parameters with gradients are
+    exactly `params`, each with initialised state and a dense contiguous fp32 gradient on the
+    Triton path's device. Everything `adagrad_update_` would check is checked here (it then runs
+    without its own checks): one pass per step over `params`, the states' checks cached.
+    A gradient's `live_numel` (models/nas/chain.py: zero past its first n elements) narrows its
+    parameter, gradient and sum to those n (flat views): Adagrad leaves a parameter and its sum
+    as they are where the gradient is 0, and zeros add nothing to the norm (`LIVE_PREFIX`)."""
     group = _plain_group(opt)
     if not params or group is None:
         return None
     if triton_only and not _use_triton(params[0]):  # else adagrad_update_'s torch reference
         return None
     states = opt.fused_states()
-    grads, sums, steps = [], [], []
+    views, grads, sums, steps = [], [], [], []
+    narrow = LIVE_PREFIX["impl"] == "on"
     for p in params:  # a gradient has its parameter's dtype, device and size (autograd checks)
         state = states.get(id(p))
         g = p.grad
         if state is None or g.is_sparse or not g.is_contiguous():
             return None
+        v, s = p.detach(), state["sum"]
+        n = getattr(g, "live_numel", None) if narrow else None
+        if n is not None and n < g.numel():
+            v, g, s = v.view(-1)[:n], g.view(-1)[:n], s.view(-1)[:n]
+        views.append(v)
         grads.append(g)
-        sums.append(state["sum"])
+        sums.append(s)
         steps.append(state["step"])
     in_group = [p for p in group["params"] if p.grad is not None]
     if len(in_group) != len(params):
@@ -477,7 +501,13 @@ def _fused_state(
         id(p) for p in in_group
     } != {id(p) for p in params}:
         return None
-    return group, grads, sums, steps
+    return _Fused(group, views, grads, sums, steps)
+
+
+def _fused_update(fused: _Fused, coef: torch.Tensor) -> None:
+    group = fused.group
+    adagrad_update_(fused.params, fused.grads, fused.sums, group["lr"], group["eps"], coef,
+                    check=False)  # fmt: skip
 
 
 def _count_step(steps: list[torch.Tensor]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.nas.chain import BlockChain, outside, room_for_graph
+from models.nas.chain import BlockChain, live_prefix, outside, room_for_graph
 from models.nas.space import SPACES, sample_subnet, subnet_from_dict
 from models.nas.static import PARAM_LEAVES, static_forward
 from models.nas.supernet import Supernet
@@ -235,6 +235,39 @@ def test_outside_a_slice_by_hand():
     (rows,) = outside(t[0], (slice(1),))
     assert torch.equal(rows, t[0, 1:])
     assert outside(t, ()) == [] and outside(t, (slice(4), slice(5))) == []
+
+
+def test_live_prefix_by_hand():
+    """A gradient buffer's live prefix for `take`'s indices: a weight's first 2 of 4 rows (3
+    columns) are its first 6 elements, a bias's first 3 its first 3; a column slice, a 1-row
+    column slice (a prefix again) and the whole buffer."""
+    w, b = torch.zeros(4, 3), torch.zeros(4)
+    assert live_prefix(w, (slice(2), slice(None))) == 6 and live_prefix(b, (slice(3),)) == 3
+    assert live_prefix(w, (slice(None), slice(2))) is None
+    assert live_prefix(w, (slice(1), slice(2))) == 2
+    assert live_prefix(w, ()) is None and live_prefix(w, (slice(4), slice(3))) == 12
+
+
+def test_published_gradients_are_zero_past_their_live_prefix(spaces):
+    """After a sampled step through the chain, every gradient it publishes carries `live_numel`
+    (None: whole) and is zero past it, and some are shorter than their parameter (what
+    `optim.clip_and_step`'s narrowing saves)."""
+    net = Supernet("tiny", TABLES, N_DENSE, seed=0)
+    chain = BlockChain(net)
+    dense, sparse = tiny_batch(8, 1)
+    shorter = 0
+    for seed in range(4):
+        net.zero_grad(set_to_none=True)
+        chain(dense, sparse, sample_subnet("tiny", seed)).sum().backward()
+        for name, p in net.named_parameters():
+            if p.grad is None or name.startswith(("embedding", "head")):
+                continue
+            n = p.grad.live_numel
+            assert n is None or 0 < n <= p.numel(), name
+            if n is not None:
+                assert not p.grad.view(-1)[n:].any(), name
+                shorter += n < p.numel()
+    assert shorter > 0
 
 
 def test_gradients_written_at_their_index_by_hand(spaces):

@@ -249,6 +249,50 @@ def test_fused_clip_and_step_matches_torch(tiny, fused, clip):
     assert len({float(st["step"]) for st in sb["state"].values()}) > 1  # some were skipped
 
 
+def test_fused_update_over_live_prefixes(tiny, fused, monkeypatch):
+    """Gradients zero past a live prefix (`live_numel`, as the chain publishes them): the fused
+    step over the prefixes equals torch's over whole parameters (to rounding: the norm sums
+    fewer zeros). A prefix shorter than the nonzero part shows the narrowing ran: elements past
+    it keep their values and sums exactly; with LIVE_PREFIX off they change as torch's."""
+    from models.nas import optim
+
+    (a, opt_a), (b, opt_b) = _twin_supernets(False)
+    for live in ("zeros past", "shorter"):
+        _backward(a, 0)
+        _backward(b, 0)
+        narrowed = []
+        for x, y in zip(a.parameters(), b.parameters(), strict=True):
+            n = y.numel() // 2
+            if y.grad is None or y.dim() != 2 or n == 0:
+                continue
+            if live == "zeros past":
+                x.grad.view(-1)[n:] = 0
+                y.grad.view(-1)[n:] = 0
+            y.grad.live_numel = n
+            narrowed.append((x, y, n))
+        before = [(y.detach().clone(), opt_b.state[y]["sum"].clone()) for _, y, _ in narrowed]
+        clip_grad_norm(a.parameters(), 5.0)
+        opt_a.step()
+        clip_and_step(opt_b, b.parameters(), 5.0)
+        assert narrowed
+        if live == "zeros past":
+            _assert_step_close_then_sync(a, opt_a, b, opt_b)
+            continue
+        torch_moved = 0
+        for (x, y, n), (p0, s0) in zip(narrowed, before, strict=True):
+            assert torch.equal(y.detach().view(-1)[n:], p0.view(-1)[n:])
+            assert torch.equal(opt_b.state[y]["sum"].view(-1)[n:], s0.view(-1)[n:])
+            torch_moved += not torch.equal(x.detach().view(-1)[n:], p0.view(-1)[n:])
+        assert torch_moved > 0
+    monkeypatch.setitem(optim.LIVE_PREFIX, "impl", "off")
+    _backward(b, 1)
+    p = next(y for y in b.parameters() if y.grad is not None and y.dim() == 2)
+    p.grad.live_numel = 1
+    p0 = p.detach().clone()
+    clip_and_step(opt_b, b.parameters(), 5.0)
+    assert not torch.equal(p.detach().view(-1)[1:], p0.view(-1)[1:])
+
+
 def test_fused_states_cache_follows_the_optimizer(tiny):
     """`fused_states` (the checks `clip_and_step` skips per step) is cached, and rebuilt when
     load_state_dict replaces the state (a resume: the new sums must be the ones updated) or a
