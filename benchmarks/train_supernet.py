@@ -19,8 +19,10 @@ H100 in session 18 spread over 887-957k samples/s, one pass each).
 Measured 2026-12-07, session 20 (same settings; two calls on one H100, Triton 3.6; no H200
   came): d9f8e6c at 8.49, 8.49, 8.36, 8.38, 9.04 ms (median of 5 passes; 965k, 965k, 980k,
   977k, 906k samples/s); e5b6dd2 at 8.53 ms (960k, one pass) in the same call; --switch
-  cast_ahead=off 8.40, 8.43, 8.66, 8.41 ms (so the multi-tensor cast went). block_kernels.py: 678 kernels, 7.55 ms of kernel
-  time per step. Then, untimed: fm_term's input gradients summed in its compiled backward.
+  cast_ahead=off 8.40, 8.43, 8.66, 8.41 ms (so the multi-tensor cast went). block_kernels.py:
+  678 kernels, 7.55 ms of kernel time per step. Then, untimed: fm_term's input gradients
+  summed in its compiled backward, and the fused Adagrad over live gradient prefixes
+  (--switch live_prefix=off is the A/B).
 Measured 2026-12-07, session 18 (same settings; three calls on H100s, Triton 3.6; no H200 was
   granted; runs alternated within each call): session 17's d58fe70 at 943.0k, 907.3k, 949.0k,
   887.8k, 951.4k, 936.4k samples/s; e603b9d at 914.4k, 885.9k, 913.2k, 915.9k, 907.8k; with
