@@ -486,10 +486,10 @@ def _fused_state(
         g = p.grad
         if state is None or g.is_sparse or not g.is_contiguous():
             return None
-        v, s = p.detach(), state["sum"]
+        v, s = p, state["sum"]  # the kernel writes through raw addresses: no detach needed
         n = getattr(g, "live_numel", None) if narrow else None
         if n is not None and n < g.numel():
-            v, g, s = v.view(-1)[:n], g.view(-1)[:n], s.view(-1)[:n]
+            v, g, s = p.detach().view(-1)[:n], g.view(-1)[:n], s.view(-1)[:n]
         views.append(v)
         grads.append(g)
         sums.append(s)
