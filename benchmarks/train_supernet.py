@@ -392,6 +392,7 @@ SWITCH_VALUES = {
     "ln_kernel": ("static.LN_KERNEL", ("triton", "compiled")),  # the masked LayerNorm's kernel
     "param_leaves": ("static.PARAM_LEAVES", ("on", "off")),  # parameters taken as leaves
     "live_prefix": ("optim.LIVE_PREFIX", ("on", "off")),  # the update over live prefixes
+    "fm_grad": ("static.FM_GRAD", ("fused", "autograd")),  # so's two gradients summed in one
 }
 
 

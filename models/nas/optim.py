@@ -99,11 +99,10 @@ EMBEDDING = {"impl": "index_select"}
 
 
 ROW_GRAD = {"impl": "auto"}
-# "on": the fused update and its norm cover a gradient's live prefix only (`_fused_state`): in a
-# sampled supernet step about half of the ~12.7M elements with gradients lie past the ops'
-# first rows, zero (a CPU count over 12 subnets of nasrec-full), ~24 B each of the norm's and
-# the update's traffic; "off": whole parameters (`benchmarks/train_supernet.py --switch
-# live_prefix=off`; untimed on a GPU so far).
+# "on": the fused update covers a gradient's live prefix only (`_fused_state`): in a sampled
+# supernet step about half of the ~12.7M elements with gradients lie past the ops' first rows,
+# zero (a CPU count over 12 subnets of nasrec-full), 20 B each of the update's traffic; "off":
+# whole parameters (`benchmarks/train_supernet.py --switch live_prefix=off`).
 LIVE_PREFIX = {"impl": "on"}
 
 
@@ -453,13 +452,15 @@ def optimizer_parameters(opt: torch.optim.Optimizer) -> list[nn.Parameter]:
 
 class _Fused(NamedTuple):
     """What the fused update reads: the group, and per parameter with a gradient the parameter,
-    gradient and sum (or their live prefixes) and the step count."""
+    gradient and sum, the step count and how many leading elements to update (its live prefix);
+    `counts` is None when every element is."""
 
     group: dict[str, Any]
-    params: list[torch.Tensor]
+    params: list[nn.Parameter]
     grads: list[torch.Tensor]
     sums: list[torch.Tensor]
     steps: list[torch.Tensor]
+    counts: list[int] | None
 
 
 def _fused_state(
@@ -470,30 +471,30 @@ def _fused_state(
     exactly `params`, each with initialised state and a dense contiguous fp32 gradient on the
     Triton path's device. Everything `adagrad_update_` would check is checked here (it then runs
     without its own checks): one pass per step over `params`, the states' checks cached.
-    A gradient's `live_numel` (models/nas/chain.py: zero past its first n elements) narrows its
-    parameter, gradient and sum to those n (flat views): Adagrad leaves a parameter and its sum
-    as they are where the gradient is 0, and zeros add nothing to the norm (`LIVE_PREFIX`)."""
+    A gradient's `live_numel` (models/nas/chain.py: zero past its first n elements) limits the
+    update to those n elements (`counts`): Adagrad leaves a parameter and its sum as they are
+    where the gradient is 0 (`LIVE_PREFIX`). The norm reads whole gradients (the zeros add
+    nothing): narrowing it would take views per tensor, whose host cost outweighed the traffic
+    saved (8.8 against 8.4 ms per step with views for all three, H100, session 21)."""
     group = _plain_group(opt)
     if not params or group is None:
         return None
     if triton_only and not _use_triton(params[0]):  # else adagrad_update_'s torch reference
         return None
     states = opt.fused_states()
-    views, grads, sums, steps = [], [], [], []
-    narrow = LIVE_PREFIX["impl"] == "on"
+    grads, sums, steps, counts = [], [], [], []
+    narrowed = False
     for p in params:  # a gradient has its parameter's dtype, device and size (autograd checks)
         state = states.get(id(p))
         g = p.grad
         if state is None or g.is_sparse or not g.is_contiguous():
             return None
-        v, s = p, state["sum"]  # the kernel writes through raw addresses: no detach needed
-        n = getattr(g, "live_numel", None) if narrow else None
-        if n is not None and n < g.numel():
-            v, g, s = p.detach().view(-1)[:n], g.view(-1)[:n], s.view(-1)[:n]
-        views.append(v)
+        n = getattr(g, "live_numel", None)
+        narrowed |= n is not None
         grads.append(g)
-        sums.append(s)
+        sums.append(state["sum"])
         steps.append(state["step"])
+        counts.append(g.numel() if n is None else n)
     in_group = [p for p in group["params"] if p.grad is not None]
     if len(in_group) != len(params):
         return None
@@ -501,13 +502,14 @@ def _fused_state(
         id(p) for p in in_group
     } != {id(p) for p in params}:
         return None
-    return _Fused(group, views, grads, sums, steps)
+    narrowed &= LIVE_PREFIX["impl"] == "on"
+    return _Fused(group, params, grads, sums, steps, counts if narrowed else None)
 
 
 def _fused_update(fused: _Fused, coef: torch.Tensor) -> None:
-    group = fused.group
+    group = fused.group  # the kernel writes through raw addresses: no detach needed
     adagrad_update_(fused.params, fused.grads, fused.sums, group["lr"], group["eps"], coef,
-                    check=False)  # fmt: skip
+                    counts=fused.counts, check=False)  # fmt: skip
 
 
 def _count_step(steps: list[torch.Tensor]) -> None:

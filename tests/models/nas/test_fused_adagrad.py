@@ -163,6 +163,36 @@ def test_update_rejects_mismatched_tensors():
         fa.adagrad_update_([p], [g.to_sparse()], [s], LR, EPS, coef)
     with pytest.raises(ValueError, match="1 params, 0 grads"):
         fa.adagrad_update_([p], [], [s], LR, EPS, coef)
+    with pytest.raises(ValueError, match=r"count 5 outside \[0, 4\] \(tensor 0\)"):
+        fa.adagrad_update_([p], [g], [s], LR, EPS, coef, counts=[5])
+    with pytest.raises(ValueError, match="2 counts for 1 tensors"):
+        fa.adagrad_update_([p], [g], [s], LR, EPS, coef, counts=[1, 1])
+
+
+@pytest.mark.parametrize("path", ["reference", "triton"])
+def test_update_counts_cover_leading_prefixes(request, path):
+    """`counts`: each triple's first n flat elements are updated as the update of those prefixes
+    alone (bitwise: the same kernel on the same values), the rest left exactly as they were;
+    n = 0 and n = the whole tensor included. Sizes span several chunks and the masked tail."""
+    dev = DEV if path == "triton" else torch.device("cpu")
+    if path == "triton":
+        request.getfixturevalue("fused")
+    sizes, counts = [4097, 3 * 8192 + 5, 16, 1025], [4000, 8193, 0, 1025]
+    params = [p.view(-1, 1).to(dev) for p in _random_tensors(sizes, 3)]
+    grads = [g.view(-1, 1).to(dev) for g in _random_tensors(sizes, 4)]
+    sums = [torch.rand(n, 1, device=dev) for n in sizes]
+    coef = torch.tensor(0.5, device=dev)
+    ps, ss = [p.clone() for p in params], [x.clone() for x in sums]
+    fa.adagrad_update_(ps, grads, ss, LR, EPS, coef, counts=counts)
+    want_p = [p.clone().view(-1)[:n] for p, n in zip(params, counts, strict=True)]
+    want_s = [x.clone().view(-1)[:n] for x, n in zip(sums, counts, strict=True)]
+    fa.adagrad_update_(want_p, [g.view(-1)[:n] for g, n in zip(grads, counts, strict=True)],
+                       want_s, LR, EPS, coef)  # fmt: skip
+    for p, s, p0, s0, wp, ws, n in zip(ps, ss, params, sums, want_p, want_s, counts, strict=True):
+        assert torch.equal(p.view(-1)[:n], wp) and torch.equal(s.view(-1)[:n], ws)
+        assert torch.equal(p.view(-1)[n:], p0.view(-1)[n:])
+        assert torch.equal(s.view(-1)[n:], s0.view(-1)[n:])
+    assert not torch.equal(ps[0], params[0])  # something was updated
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,8 +281,7 @@ def test_fused_clip_and_step_matches_torch(tiny, fused, clip):
 
 def test_fused_update_over_live_prefixes(tiny, fused, monkeypatch):
     """Gradients zero past a live prefix (`live_numel`, as the chain publishes them): the fused
-    step over the prefixes equals torch's over whole parameters (to rounding: the norm sums
-    fewer zeros). A prefix shorter than the nonzero part shows the narrowing ran: elements past
+    step over the prefixes equals torch's over whole parameters. A prefix shorter than the nonzero part shows the narrowing ran: elements past
     it keep their values and sums exactly; with LIVE_PREFIX off they change as torch's."""
     from models.nas import optim
 
