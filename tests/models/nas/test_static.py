@@ -258,6 +258,30 @@ def test_switched_linear_by_flag(rows):
     assert torch.equal(x.grad[:, : min(rows, 5)], torch.ones(4, min(rows, 5), dtype=x.dtype))
 
 
+@pytest.mark.parametrize("dt", [None, torch.bfloat16])
+def test_flagged_compiled_is_the_cast_times_the_flag(dt):
+    """`flagged` as torch.compile fuses it (on CUDA `flagged` runs it so; inductor's CPU backend
+    here, shapes dynamic as there) on a column slice of a weight, as the block takes it: the
+    weight and bias in dt times the 0/1 flag, and gradients g * flag in float32, exactly (a
+    product by 0 or 1), at two widths and both flag values."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("inductor's CPU backend needs a C++ compiler")
+    fused = torch.compile(static._flagged, dynamic=True)
+    g = torch.Generator().manual_seed(3)
+    weight, bias = torch.randn(6, 10, generator=g), torch.randn(6, generator=g)
+    for cols, flag in ((4, 1.0), (7, 0.0), (4, 0.0), (7, 1.0)):
+        w = weight[:, :cols].detach().requires_grad_()
+        b = bias.detach().requires_grad_()
+        fw, fb = fused(w, b, torch.tensor(flag), dt)
+        cast = (weight[:, :cols], bias) if dt is None else (weight[:, :cols].to(dt), bias.to(dt))
+        assert fw.dtype == fb.dtype == (dt or torch.float32)
+        assert torch.equal(fw, cast[0] * flag) and torch.equal(fb, cast[1] * flag)
+        gw, gb = torch.randn(6, cols, generator=g).to(fw.dtype), torch.randn(6).to(fw.dtype)
+        torch.autograd.backward([fw, fb], [gw, gb])
+        assert w.grad.dtype == b.grad.dtype == torch.float32
+        assert torch.equal(w.grad, gw.float() * flag) and torch.equal(b.grad, gb.float() * flag)
+
+
 def test_gate_compiled_equals_its_gradients_by_hand():
     """The Gating op's sigmoid(pre) * right as torch.compile fuses it (on CUDA, `gate` runs it
     so; inductor's CPU backend here, shapes dynamic as there): the product and the gradients
