@@ -313,13 +313,11 @@ def _fm_by_hand(so, g_fm, g_so):
     return fm, g if g_so is None else g + g_so
 
 
-@pytest.mark.parametrize("impl", ["fused", "autograd"])  # FM_GRAD: the A/B gives the same
 @pytest.mark.parametrize("through", [True, False])
-def test_fm_term_gradient_adds_the_pass_through_gradient(monkeypatch, through, impl):
+def test_fm_term_gradient_adds_the_pass_through_gradient(through):
     """`fm_term` returns the FM term and so again; so's gradient is the sum of both uses' (one
     kernel on CUDA), or the FM term's alone when so's other use takes no gradient (float64, to
     rounding)."""
-    monkeypatch.setitem(static.FM_GRAD, "impl", impl)
     g = torch.Generator().manual_seed(1)
     so = torch.randn(5, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     g_fm, g_so = (
