@@ -12,7 +12,9 @@ Measures, on one device:
 The graphed row is steady state: a warm-up pass over --steps sampled subnets captures their
 block graphs, then --passes timed passes replay the same subnets (no capture inside the timing);
 the row is their median, and a note gives the fastest and slowest pass (runs in one call on an
-H100 in session 18 spread over 887-957k samples/s, one pass each).
+H100 in session 18 spread over 887-957k samples/s, one pass each). Another note gives the host's
+own time per step (each step issued into an idle GPU): where it nears the step time, the host
+bounds the step and host-side changes count; well below it, only GPU time does.
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
@@ -264,6 +266,20 @@ def time_steps(step_fn, n, device, warm=3):
 def time_passes(step_fn, n, device, passes) -> list[float]:
     """Seconds per step of each of `passes` back-to-back timed passes of n steps (no warm-up)."""
     return [time_steps(step_fn, n, device, warm=0) for _ in range(passes)]
+
+
+def host_issue_s(step_fn, n, device) -> list[float]:
+    """Host seconds to issue each of n steps into an idle GPU (synchronised before each step, not
+    after it): the host's own cost of a step, nothing waited for. A step time near it means the
+    host bounds the step; well above it, the GPU does."""
+    out = []
+    for _ in range(n):
+        sync(device)
+        t = time.perf_counter()
+        step_fn()
+        out.append(time.perf_counter() - t)
+    sync(device)
+    return out
 
 
 def passes_note(label, per_step_s) -> str:
@@ -523,6 +539,9 @@ def main() -> None:
         per_pass = time_passes(graphed_step, args.steps, device, args.passes)
         s = statistics.median(per_pass)
         notes.append(passes_note("CUDA graphs, steady state", per_pass))
+        issue_ms = statistics.median(host_issue_s(graphed_step, args.steps, device)) * 1e3
+        notes.append(f"CUDA graphs, host time to issue a step into an idle GPU: median "
+                     f"{issue_ms:.2f} ms (the step is host-bound where this nears its time)")  # fmt: skip
         if args.profile:
             print_profile("CUDA-graph sampled paths (steady state)", graphed_step, device, warm=0)
         if args.key_table:

@@ -56,3 +56,16 @@ def test_timed_passes_and_their_spread(benchmark):
     # 8.8, 8.6 and 8.7 ms per step: median 8.70, fastest 8.60, slowest 8.80
     note = b.passes_note("graphed", [0.0088, 0.0086, 0.0087])
     assert note == "graphed: 3 passes, ms/step median 8.70 (fastest 8.60, slowest 8.80)"
+
+
+def test_host_issue_time_excludes_the_wait_for_the_device(benchmark, monkeypatch):
+    """Each step is timed from after a device synchronisation to its return: a step whose host
+    work takes ~20 ms times at >= 20 ms, the synchronisations' own 50 ms each stay outside."""
+    import time
+
+    b = benchmark("train_supernet")
+    syncs = []
+    monkeypatch.setattr(b, "sync", lambda device: (syncs.append(1), time.sleep(0.05)))
+    times = b.host_issue_s(lambda: time.sleep(0.02), 3, torch.device("cpu"))
+    assert len(times) == 3 and len(syncs) == 4  # one before each step, one at the end
+    assert all(0.02 <= t < 0.06 for t in times), times
