@@ -23,7 +23,8 @@ Measured 2026-12-07, session 21 (same settings; two calls on H100s, Triton 3.6; 
   --switch cast_ahead=off (live prefixes as views cost host time); then, with the prefixes as
   counts in the fused update's table and the d2s flag compiled (static.flagged): 8.33, 8.35,
   8.43 ms (983k, 982k, 971k samples/s) against 9.06, 8.51, 8.47 for d9f8e6c; --switch
-  live_prefix=off 8.93.
+  live_prefix=off 8.93. Then, untimed: batches copied to the GPU on the loader thread's own
+  stream (--switch h2d=inline is the A/B) and the host-time note.
 Measured 2026-12-07, session 20 (same settings; two calls on one H100, Triton 3.6; no H200
   came): d9f8e6c at 8.49, 8.49, 8.36, 8.38, 9.04 ms (median of 5 passes; 965k, 965k, 980k,
   977k, 906k samples/s); e5b6dd2 at 8.53 ms (960k, one pass) in the same call; --switch
@@ -414,6 +415,7 @@ SWITCH_VALUES = {
     "ln_kernel": ("static.LN_KERNEL", ("triton", "compiled")),  # the masked LayerNorm's kernel
     "param_leaves": ("static.PARAM_LEAVES", ("on", "off")),  # parameters taken as leaves
     "live_prefix": ("optim.LIVE_PREFIX", ("on", "off")),  # the update over live prefixes
+    "h2d": ("runtime.H2D", ("side", "inline")),  # batches copied on the loader's own stream
 }
 
 

@@ -58,10 +58,18 @@ def epoch_seed(seed: int, epoch: int) -> int:
 # invalidates it (capture mode "global", which torch.cuda.make_graphed_callables uses).
 HOST_CUDA_LOCK = threading.Lock()
 
+# "side": on CUDA the loader thread copies each pinned batch to the device on a stream of its own
+# and the consumer's stream waits for that copy's event (the copy overlaps the previous steps);
+# "inline": the consumer copies each batch on its own stream when it takes it (in its step's
+# timeline: three copies of ~1.3 MB at batch 8192); `benchmarks/train_supernet.py --switch
+# h2d=inline` is the A/B.
+H2D = {"impl": "side"}
+
 
 class BatchStream:
     """Endless shuffled training batches as torch tensors on `device`, prepared by a background
-    thread (numpy gather, pinning) so the data pipeline stays off the training critical path.
+    thread (numpy gather, pinning, on CUDA the copy to the device on a side stream: `H2D`) so the
+    data pipeline stays off the training critical path.
 
     `position` = (epoch, batches consumed in that epoch): restarting a stream at a saved position
     yields exactly the batches an uninterrupted stream would have yielded next.
@@ -88,6 +96,8 @@ class BatchStream:
         self._iter_batches, self.split, self.batch_size = iter_batches, split, batch_size
         self.seed, self.device, self.position = seed, device, position
         self._pin = device.type == "cuda"
+        side = self._pin and H2D["impl"] == "side"
+        self._copy_stream = torch.cuda.Stream(device) if side else None
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, daemon=True)
@@ -104,8 +114,7 @@ class BatchStream:
                 for dense, sparse, label in islice(it, skip, None):
                     batch = tuple(torch.from_numpy(a) for a in (dense, sparse, label))
                     if self._pin:
-                        with HOST_CUDA_LOCK:
-                            batch = tuple(t.pin_memory() for t in batch)
+                        batch = self._to_device(batch)
                     while not self._stop.is_set():
                         try:
                             self._queue.put(("batch", epoch, batch), timeout=0.1)
@@ -119,6 +128,20 @@ class BatchStream:
         except BaseException as exc:  # surfaced in the consumer
             self._queue.put(("error", 0, exc))
 
+    def _to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple:
+        """(pinned batch, None), or with a copy stream (batch on the device, the copy's event).
+        The pinned buffers may be released once the copy is queued: torch's pinned allocator
+        keeps them until the copy has run."""
+        with HOST_CUDA_LOCK:
+            batch = tuple(t.pin_memory() for t in batch)
+            if self._copy_stream is None:
+                return batch, None
+            with torch.cuda.stream(self._copy_stream):
+                batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+                done = torch.cuda.Event()
+                done.record(self._copy_stream)
+        return batch, done
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         return self
 
@@ -131,7 +154,16 @@ class BatchStream:
                 self.position = (epoch, 0)
                 continue
             self.position = (epoch, self.position[1] + 1 if epoch == self.position[0] else 1)
-            return tuple(t.to(self.device, non_blocking=True) for t in item)
+            if not self._pin:
+                return item
+            batch, done = item
+            if done is None:
+                return tuple(t.to(self.device, non_blocking=True) for t in batch)
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(done)
+            for t in batch:  # allocated on the copy stream: not reused before this one's work
+                t.record_stream(stream)
+            return batch
 
     def close(self) -> None:
         self._stop.set()

@@ -9,14 +9,14 @@ import argparse
 import pytest
 import torch
 
-from models.nas import optim, static
+from models.nas import optim, runtime, static
 
 
 def test_switches_set_the_module_tables(benchmark, monkeypatch):
     b = benchmark("train_supernet")
     ap = argparse.ArgumentParser()
     tables = (static.BIAS_GRAD, optim.EMBEDDING, static.MASKED_LN, optim.ROW_GRAD,
-              static.LN_KERNEL, static.PARAM_LEAVES, optim.LIVE_PREFIX)  # fmt: skip
+              static.LN_KERNEL, static.PARAM_LEAVES, optim.LIVE_PREFIX, runtime.H2D)  # fmt: skip
     for table in tables:
         monkeypatch.setitem(table, "impl", table["impl"])  # restored after the test
     b.set_switch(ap, "bias_grad=sum")
@@ -26,10 +26,12 @@ def test_switches_set_the_module_tables(benchmark, monkeypatch):
     b.set_switch(ap, "ln_kernel=compiled")
     b.set_switch(ap, "param_leaves=off")
     b.set_switch(ap, "live_prefix=off")
+    b.set_switch(ap, "h2d=inline")
     assert static.BIAS_GRAD["impl"] == "sum" and optim.EMBEDDING["impl"] == "embedding"
     assert static.MASKED_LN["impl"] == "eager" and optim.ROW_GRAD["impl"] == "off"
     assert static.LN_KERNEL["impl"] == "compiled"
     assert static.PARAM_LEAVES["impl"] == "off" and optim.LIVE_PREFIX["impl"] == "off"
+    assert runtime.H2D["impl"] == "inline"
     for bad in ("bias_grad=fast", "nothing=sum", "bias_grad"):
         with pytest.raises(SystemExit) as exc:
             b.set_switch(ap, bad)
