@@ -453,8 +453,8 @@ def optimizer_parameters(opt: torch.optim.Optimizer) -> list[nn.Parameter]:
 
 class _Fused(NamedTuple):
     """What the fused update reads: the group, and per parameter with a gradient the parameter,
-    gradient and sum, the step count and how many leading elements to update (its live prefix);
-    `counts` is None when every element is."""
+    gradient and sum, the step count and how many leading elements to update (its live prefix,
+    else all); `counts` is None with LIVE_PREFIX off."""
 
     group: dict[str, Any]
     params: list[nn.Parameter]
@@ -485,14 +485,12 @@ def _fused_state(
         return None
     states = opt.fused_states()
     grads, sums, steps, counts = [], [], [], []
-    narrowed = False
     for p in params:  # a gradient has its parameter's dtype, device and size (autograd checks)
         state = states.get(id(p))
         g = p.grad
         if state is None or g.is_sparse or not g.is_contiguous():
             return None
         n = getattr(g, "live_numel", None)
-        narrowed |= n is not None
         grads.append(g)
         sums.append(state["sum"])
         steps.append(state["step"])
@@ -504,8 +502,8 @@ def _fused_state(
         id(p) for p in in_group
     } != {id(p) for p in params}:
         return None
-    narrowed &= LIVE_PREFIX["impl"] == "on"
-    return _Fused(group, params, grads, sums, steps, counts if narrowed else None)
+    return _Fused(group, params, grads, sums, steps,
+                  counts if LIVE_PREFIX["impl"] == "on" else None)  # fmt: skip
 
 
 def _fused_update(fused: _Fused, coef: torch.Tensor) -> None:

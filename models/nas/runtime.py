@@ -112,9 +112,7 @@ class BatchStream:
                     drop_last=True,
                 )  # fmt: skip
                 for dense, sparse, label in islice(it, skip, None):
-                    batch = tuple(torch.from_numpy(a) for a in (dense, sparse, label))
-                    if self._pin:
-                        batch = self._to_device(batch)
+                    batch = self._stage(tuple(torch.from_numpy(a) for a in (dense, sparse, label)))
                     while not self._stop.is_set():
                         try:
                             self._queue.put(("batch", epoch, batch), timeout=0.1)
@@ -128,10 +126,12 @@ class BatchStream:
         except BaseException as exc:  # surfaced in the consumer
             self._queue.put(("error", 0, exc))
 
-    def _to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple:
-        """(pinned batch, None), or with a copy stream (batch on the device, the copy's event).
-        The pinned buffers may be released once the copy is queued: torch's pinned allocator
-        keeps them until the copy has run."""
+    def _stage(self, batch: tuple[torch.Tensor, ...]) -> tuple:
+        """(batch, None) for the consumer to copy (pinned on CUDA), or with a copy stream (batch
+        on the device, the copy's event). The pinned buffers may be released once the copy is
+        queued: torch's pinned allocator keeps them until the copy has run."""
+        if not self._pin:
+            return batch, None
         with HOST_CUDA_LOCK:
             batch = tuple(t.pin_memory() for t in batch)
             if self._copy_stream is None:
@@ -154,8 +154,6 @@ class BatchStream:
                 self.position = (epoch, 0)
                 continue
             self.position = (epoch, self.position[1] + 1 if epoch == self.position[0] else 1)
-            if not self._pin:
-                return item
             batch, done = item
             if done is None:
                 return tuple(t.to(self.device, non_blocking=True) for t in batch)
