@@ -2,8 +2,9 @@
 
 Measures, on one device:
   1. supernet training samples/s, sampled single paths (the NASRec step after warm-up), batches
-     streamed from the prepared shards through `BatchStream` (numpy gather + pin + copy on a
-     background thread), Adagrad + clipping, bf16 autocast on CUDA;
+     streamed from the prepared shards through `BatchStream` (numpy gather in a child process
+     on CUDA, in a thread on the CPU; the copy to the GPU one batch ahead), Adagrad + clipping,
+     bf16 autocast on CUDA;
   2. the same with the full supernet (the warm-up step);
   3. the end-to-end `train_supernet` command path (checkpoint writes excluded by the trainer);
   4. per sampled path: step time through the supernet / step time of the extracted standalone
@@ -18,6 +19,14 @@ bounds the step and host-side changes count; well below it, only GPU time does.
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
+Measured 2026-12-07, session 22 (same settings; four calls on H100s, Triton 3.6; no H200
+  came): 9ae5ffd (loader thread) at 9.15, 10.98 and 9.84 ms per step on one machine (10.90
+  and 10.52 with --switch h2d=inline), 12.81 on a second; the host's time to issue a step
+  into an idle GPU 7.1-11.0 ms: the host bounds the step. On a third: 10.04 ms against 8.20
+  for one pass over the same steps with their batches taken beforehand, so the loader thread
+  cost ~1.8 ms per step. With the batches gathered in a child process (models/data/feed.py),
+  on a fourth: 8.21 ms (998,159 samples/s; passes 8.19-8.88) against 8.19 with the batches
+  taken beforehand: the loader no longer costs the step.
 Measured 2026-12-07, session 21 (same settings; two calls on H100s, Triton 3.6; no H200
   came): e923cd2 at 10.61, 10.12, 9.70 ms against 8.41, 8.40, 9.06 for d9f8e6c with
   --switch cast_ahead=off (live prefixes as views cost host time); then, with the prefixes as
@@ -269,18 +278,51 @@ def time_passes(step_fn, n, device, passes) -> list[float]:
     return [time_steps(step_fn, n, device, warm=0) for _ in range(passes)]
 
 
-def host_issue_s(step_fn, n, device) -> list[float]:
+def host_issue_s(step_fn, n, device) -> tuple[list[float], list[float]]:
     """Host seconds to issue each of n steps into an idle GPU (synchronised before each step, not
-    after it): the host's own cost of a step, nothing waited for. A step time near it means the
-    host bounds the step; well above it, the GPU does."""
-    out = []
+    after it): the host's own cost of a step, nothing waited for; and of each, the seconds the
+    calling thread ran on a CPU (the rest it waited: on another thread holding the GIL, or in a
+    blocking driver call). A step time near the first means the host bounds the step; well
+    above it, the GPU does."""
+    wall, cpu = [], []
     for _ in range(n):
         sync(device)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         step_fn()
-        out.append(time.perf_counter() - t)
+        cpu.append(time.thread_time() - c)
+        wall.append(time.perf_counter() - t)
     sync(device)
-    return out
+    return wall, cpu
+
+
+def host_note(label, wall_s, cpu_s) -> str:
+    """`host_issue_s`'s medians in ms."""
+    return (f"{label}: median {statistics.median(wall_s) * 1e3:.2f} ms, the main thread on a "
+            f"CPU for {statistics.median(cpu_s) * 1e3:.2f} ms of it")  # fmt: skip
+
+
+def host_profile(step_fn, n, device, top=35) -> str:
+    """cProfile of the host's work in n steps, each issued into an idle GPU (the synchronisations
+    outside the profile): functions by their own time, then by cumulative time. cProfile's cost
+    per Python call inflates Python-heavy code against calls into C++ (CUDA-graph replays,
+    kernel launches); read it for where the host's time goes, not for absolute figures."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    for _ in range(n):
+        sync(device)
+        prof.enable()
+        step_fn()
+        prof.disable()
+    sync(device)
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    out.write(f"host profile: {n} steps (per-call times are per step x {n})\n")
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
 
 
 def passes_note(label, per_step_s) -> str:
@@ -415,7 +457,8 @@ SWITCH_VALUES = {
     "ln_kernel": ("static.LN_KERNEL", ("triton", "compiled")),  # the masked LayerNorm's kernel
     "param_leaves": ("static.PARAM_LEAVES", ("on", "off")),  # parameters taken as leaves
     "live_prefix": ("optim.LIVE_PREFIX", ("on", "off")),  # the update over live prefixes
-    "h2d": ("runtime.H2D", ("side", "inline")),  # batches copied on the loader's own stream
+    "h2d": ("runtime.H2D", ("side", "inline")),  # the thread loader's copies on its own stream
+    "loader": ("runtime.LOADER", ("auto", "thread", "process")),  # who gathers batches
 }
 
 
@@ -451,6 +494,8 @@ def main() -> None:
     ap.add_argument("--no-amp", dest="amp", action="store_false")
     ap.add_argument("--out")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table")
+    ap.add_argument("--host-profile", action="store_true",
+                    help="print a cProfile of the host's work per graphed step")  # fmt: skip
     ap.add_argument("--no-kernel-table", dest="kernel_table", action="store_false")
     ap.add_argument("--key-table", action="store_true",
                     help="GPU time of the block graphs per step by op, size class and block")  # fmt: skip
@@ -531,9 +576,9 @@ def main() -> None:
         subnets = [sample_subnet(net.space, rng) for _ in range(args.steps)]
         turn = iter(range(10**9))
 
-        def graphed_step():
+        def graphed_step(batches=stream):
             sub = subnets[next(turn) % len(subnets)]
-            train_step(graphed, opt, next(stream), 0.01, 5.0, amp, device, subnet=sub)
+            train_step(graphed, opt, next(batches), 0.01, 5.0, amp, device, subnet=sub)
 
         t = time.perf_counter()
         time_steps(graphed_step, args.steps, device, warm=0)
@@ -541,11 +586,31 @@ def main() -> None:
         per_pass = time_passes(graphed_step, args.steps, device, args.passes)
         s = statistics.median(per_pass)
         notes.append(passes_note("CUDA graphs, steady state", per_pass))
-        issue_ms = statistics.median(host_issue_s(graphed_step, args.steps, device)) * 1e3
-        notes.append(f"CUDA graphs, host time to issue a step into an idle GPU: median "
-                     f"{issue_ms:.2f} ms (the step is host-bound where this nears its time)")  # fmt: skip
+        notes.append(host_note("CUDA graphs, host time to issue a step into an idle GPU (the "
+                               "step is host-bound where this nears its time)",
+                               *host_issue_s(graphed_step, args.steps, device)))  # fmt: skip
+        # The same with the steps' batches taken from the stream beforehand: the loader idle
+        # (its slots or queue full) while they run, so what it costs the training thread shows
+        # as the difference, and the host profile holds that thread alone.
+        ahead = [next(stream) for _ in range(args.steps)]
+
+        def ahead_step():
+            graphed_step(ahead_iter)
+
+        ahead_iter = iter(ahead)
+        notes.append(host_note("CUDA graphs, host time as above, batches taken beforehand (the "
+                               "loader idle)", *host_issue_s(ahead_step, args.steps,
+                                                                    device)))  # fmt: skip
+        ahead_iter = iter(ahead)
+        notes.append(
+            f"CUDA graphs, one pass with batches taken beforehand: "
+            f"{time_steps(ahead_step, args.steps, device, warm=0) * 1e3:.2f} ms/step"
+        )
         if args.profile:
             print_profile("CUDA-graph sampled paths (steady state)", graphed_step, device, warm=0)
+        if args.host_profile:  # the main thread alone (Python 3.12's cProfile sees all threads)
+            ahead_iter = iter(ahead)
+            print(host_profile(ahead_step, args.steps, device))
         if args.key_table:
             notes.append(key_table(graphed.chain, subnets, bs))
         kind = "maximum sizes" if args.uncapped else "size classes"

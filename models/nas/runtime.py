@@ -14,6 +14,7 @@ import queue
 import random
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.data.feed import epoch_seed
 from pimrec.errors import PimrecError
 
 
@@ -48,28 +50,40 @@ def lr_at(step: int, total: int, base_lr: float, warmup_frac: float) -> float:
     return 0.5 * base_lr * (1 + math.cos(math.pi * min(step - warm, rest) / rest))
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The shuffle seed of one epoch: a hash of (seed, epoch)."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
 # Held by threads that call the CUDA runtime from the host (pinning batches) and by CUDA-graph
 # capture (models/nas/graphs.py): a pinned allocation on another thread during a capture
 # invalidates it (capture mode "global", which torch.cuda.make_graphed_callables uses).
 HOST_CUDA_LOCK = threading.Lock()
 
-# "side": on CUDA the loader thread copies each pinned batch to the device on a stream of its own
-# and the consumer's stream waits for that copy's event (the copy overlaps the previous steps);
-# "inline": the consumer copies each batch on its own stream when it takes it (in its step's
-# timeline: three copies of ~1.3 MB at batch 8192); `benchmarks/train_supernet.py --switch
-# h2d=inline` is the A/B.
+# Where batches are gathered: "process" in a child process (models/data/feed.py), "thread" in a
+# thread of this process; "auto" is "process" on CUDA (a loader thread competes for the GIL
+# with the thread that issues the GPU work: 10.04 ms per graphed step against 8.20 with the
+# batches taken beforehand, H100, batch 8192, session 22) and "thread" elsewhere (the CPU's
+# step is torch's compute, which releases the GIL, and starts no process).
+# `benchmarks/train_supernet.py --switch loader=thread` is the A/B.
+LOADER = {"impl": "auto"}
+
+# The thread loader on CUDA: "side" copies each pinned batch to the device on a stream of its
+# own and the consumer's stream waits for that copy's event (the copy overlaps the previous
+# steps); "inline": the consumer copies each batch on its own stream when it takes it (in its
+# step's timeline: three copies of ~1.3 MB at batch 8192). `--switch h2d=inline` is the A/B.
 H2D = {"impl": "side"}
 
 
+def loader_kind(device: torch.device) -> str:
+    """LOADER resolved for `device`: "process" or "thread"."""
+    impl = LOADER["impl"]
+    if impl == "auto":
+        return "process" if device.type == "cuda" else "thread"
+    return impl
+
+
 class BatchStream:
-    """Endless shuffled training batches as torch tensors on `device`, prepared by a background
-    thread (numpy gather, pinning, on CUDA the copy to the device on a side stream: `H2D`) so the
-    data pipeline stays off the training critical path.
+    """Endless shuffled training batches as torch tensors on `device`, gathered off the training
+    thread so the data pipeline stays off its critical path: by a child process (`LOADER`;
+    models/data/feed.py), on CUDA each batch copied to the device from its shared slot one
+    batch ahead, on a stream of its own; or by a thread (numpy gather, pinning, on CUDA the
+    copy to the device: `H2D`).
 
     `position` = (epoch, batches consumed in that epoch): restarting a stream at a saved position
     yields exactly the batches an uninterrupted stream would have yielded next.
@@ -85,17 +99,19 @@ class BatchStream:
         position: tuple[int, int] = (0, 0),
         prefetch: int = 4,
     ) -> None:
-        from models.data import iter_batches
-
         if len(split) < batch_size:
             raise PimrecError(
                 f"the training split has {len(split)} rows, fewer than one batch",
                 field="batch_size",
                 expected=f"at most {len(split)}",
             )
-        self._iter_batches, self.split, self.batch_size = iter_batches, split, batch_size
+        self.split, self.batch_size = split, batch_size
         self.seed, self.device, self.position = seed, device, position
         self._pin = device.type == "cuda"
+        self._feed: _ProcessFeed | None = None
+        if loader_kind(device) == "process":
+            self._feed = _ProcessFeed(split, batch_size, seed, device, position, prefetch)
+            return
         side = self._pin and H2D["impl"] == "side"
         self._copy_stream = torch.cuda.Stream(device) if side else None
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -104,10 +120,12 @@ class BatchStream:
         self._thread.start()
 
     def _work(self) -> None:
+        from models.data import iter_batches
+
         epoch, skip = self.position
         try:
             while not self._stop.is_set():
-                it = self._iter_batches(
+                it = iter_batches(
                     self.split, self.batch_size, shuffle=True, seed=epoch_seed(self.seed, epoch),
                     drop_last=True,
                 )  # fmt: skip
@@ -146,6 +164,9 @@ class BatchStream:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._feed is not None:
+            self.position, batch = self._feed.next()
+            return batch
         while True:
             kind, epoch, item = self._queue.get()
             if kind == "error":
@@ -157,19 +178,116 @@ class BatchStream:
             batch, done = item
             if done is None:
                 return tuple(t.to(self.device, non_blocking=True) for t in batch)
-            stream = torch.cuda.current_stream(self.device)
-            stream.wait_event(done)
-            for t in batch:  # allocated on the copy stream: not reused before this one's work
-                t.record_stream(stream)
-            return batch
+            return _wait_for(done, batch, self.device)
 
     def close(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+            return
         self._stop.set()
         while self._thread.is_alive():
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 self._thread.join(timeout=0.05)
+
+
+def _wait_for(done: Any, batch: tuple, device: torch.device) -> tuple:
+    """`batch`, copied on another stream (`done`: its event), made safe to use on the current
+    one: that stream waits for the copy and records its use of the tensors (so their memory is
+    not reused before this stream's work on them)."""
+    stream = torch.cuda.current_stream(device)
+    stream.wait_event(done)
+    for t in batch:
+        t.record_stream(stream)
+    return batch
+
+
+class _ProcessFeed:
+    """BatchStream's process loader: a `Feed` (models/data/feed.py) and, on CUDA, its slots
+    page-locked for asynchronous copies, each batch copied to the device in one copy on a side
+    stream one batch before it is taken, and each slot handed back once its copy has run."""
+
+    def __init__(
+        self, split: Any, batch_size: int, seed: int, device: torch.device,
+        position: tuple[int, int], prefetch: int,
+    ) -> None:  # fmt: skip
+        from models.data.feed import Feed
+
+        self.device, self._position = device, position
+        # prefetch slots filled ahead, one staged on the device, one being taken, one spare
+        self.feed = Feed(split, batch_size, seed=seed, position=position, n_slots=prefetch + 3)
+        self._cuda = device.type == "cuda"
+        self._stream = torch.cuda.Stream(device) if self._cuda else None
+        self._copies: list[tuple[Any, int]] = []  # (copy's event, slot) not yet handed back
+        self._staged: tuple | None = None  # (position after it, batch, copy's event)
+        self._unregister: Any = None
+        if self._cuda:
+            cudart, ptr = torch.cuda.cudart(), self.feed.buf.ctypes.data
+            if int(cudart.cudaHostRegister(ptr, self.feed.buf.nbytes, 0)) == 0:
+                # before the slots are unmapped, also when the stream is dropped unclosed
+                self._unregister = weakref.finalize(self, cudart.cudaHostUnregister, ptr)
+            # (else pageable: each copy waits for the host, batches stay right)
+
+    def _read(self) -> tuple[tuple[int, int], int]:
+        """The child's next batch: (the stream's position after it, its slot)."""
+        while True:
+            kind, epoch, k = self.feed.recv()
+            if kind == "epoch_end":
+                self._position = (epoch, 0)
+                continue
+            done = self._position[1] + 1 if epoch == self._position[0] else 1
+            self._position = (epoch, done)
+            return self._position, k
+
+    def _tensors(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(dense, sparse, label) views of one slot's bytes (`SlotLayout.views`' layout)."""
+        lay = self.feed.layout
+        b, nd, ns = lay.batch, lay.n_dense, lay.n_sparse
+        words = raw.view(torch.int32)
+        return (
+            words[: b * nd].view(torch.float32).view(b, nd),
+            words[b * nd : b * (nd + ns)].view(b, ns),
+            words[b * (nd + ns) :].view(torch.float32),
+        )
+
+    def _stage(self) -> tuple:
+        """The next batch copied to the device on the side stream: (position, batch, event)."""
+        position, k = self._read()
+        raw = torch.from_numpy(self.feed.slot(k))
+        with torch.cuda.stream(self._stream):
+            dev = raw.to(self.device, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        self._copies.append((done, k))
+        return position, self._tensors(dev), done
+
+    def _hand_back(self) -> None:
+        """Slots whose copies have run, back to the child (in order)."""
+        while self._copies and self._copies[0][0].query():
+            self.feed.release(self._copies.pop(0)[1])
+
+    def next(self) -> tuple[tuple[int, int], tuple]:
+        """(the stream's position after the batch, the batch on the device)."""
+        if not self._cuda:
+            position, k = self._read()
+            batch = tuple(
+                torch.from_numpy(a.copy()) for a in self.feed.layout.views(self.feed.slot(k))
+            )
+            self.feed.release(k)
+            return position, batch
+        self._hand_back()
+        staged = self._staged or self._stage()
+        self._staged = self._stage()  # the next batch's copy overlaps this one's step
+        position, batch, done = staged
+        return position, _wait_for(done, batch, self.device)
+
+    def close(self) -> None:
+        for done, _ in self._copies:
+            done.synchronize()
+        if self._unregister is not None:
+            self._unregister()
+        self.feed.close()
 
 
 def rng_state(np_rng: np.random.Generator) -> dict[str, Any]:

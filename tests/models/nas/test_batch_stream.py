@@ -1,8 +1,11 @@
 """models/nas/runtime.py BatchStream: the shuffled batches of each epoch in order, a position
-that restarts a stream where it stopped, and on CUDA the same batches whether the loader thread
-copies them on its own stream (`H2D` "side") or the consumer copies them ("inline")."""
+that restarts a stream where it stopped, from either loader (`LOADER`: a child process,
+models/data/feed.py, or a thread), and on CUDA the same batches however they are copied."""
 
 from __future__ import annotations
+
+import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ import torch
 from models.data.store import SplitArrays, iter_batches
 from models.nas import runtime
 from models.nas.runtime import BatchStream, epoch_seed
+from pimrec.errors import PimrecError
 
 ROWS, BATCH = 50, 8  # 6 batches per epoch (drop_last), 2 rows left out
 
@@ -40,7 +44,9 @@ def _take(stream: BatchStream, n: int) -> list[tuple]:
     return got
 
 
-def test_batches_follow_the_epochs_and_a_saved_position_resumes():
+@pytest.mark.parametrize("loader", ["thread", "process"])
+def test_batches_follow_the_epochs_and_a_saved_position_resumes(monkeypatch, loader):
+    monkeypatch.setitem(runtime.LOADER, "impl", loader)
     split = _split()
     want = _expected(split, 7, 3)
     assert len(want) == 18
@@ -63,11 +69,13 @@ def test_batches_follow_the_epochs_and_a_saved_position_resumes():
         assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the side-stream copy needs CUDA")
-@pytest.mark.parametrize("impl", ["side", "inline"])
-def test_cuda_batches_are_the_host_batches(monkeypatch, impl):
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the copies to the device need CUDA")
+@pytest.mark.parametrize("loader,impl", [("thread", "side"), ("thread", "inline"),
+                                         ("process", "side")])  # fmt: skip
+def test_cuda_batches_are_the_host_batches(monkeypatch, loader, impl):
     """On the device, in order, equal to the host batches; each batch is used at once by a
     kernel on the consumer's stream (which must have waited for the side stream's copy)."""
+    monkeypatch.setitem(runtime.LOADER, "impl", loader)
     monkeypatch.setitem(runtime.H2D, "impl", impl)
     split = _split()
     want = _expected(split, 3, 2)
@@ -76,9 +84,62 @@ def test_cuda_batches_are_the_host_batches(monkeypatch, impl):
         for _, ref in want:
             batch = next(stream)
             assert all(t.is_cuda for t in batch)
+            assert [t.dtype for t in batch] == [torch.float32, torch.int32, torch.float32]
             sums = [t.double().sum() for t in batch]  # read right away on this stream
+            # float64 sums on both sides (float32 ones in numpy's order differ by rounding)
+            want_sums = [a.astype(np.float64).sum() for a in ref]
             torch.testing.assert_close(torch.stack(sums).cpu(),
-                                       torch.tensor([float(a.sum()) for a in ref],
-                                                    dtype=torch.float64))  # fmt: skip
+                                       torch.tensor(want_sums, dtype=torch.float64))  # fmt: skip
+            assert all(np.array_equal(t.cpu().numpy(), a) for t, a in zip(batch, ref, strict=True))
+    finally:
+        stream.close()
+
+
+def test_process_loader_reads_the_prepared_shards_by_path(tmp_path, monkeypatch):
+    """From a prepared folder's memmaps (several shards), the child process maps the files
+    itself and yields the thread loader's batches; closing leaves no slot file behind."""
+    from models.data import feed, open_split, prepare
+
+    data = prepare("synthetic", None, tmp_path / "d", rows=3000, shard_rows=700,
+                   progress=False)  # fmt: skip
+    split = open_split(data, "train")
+    assert len(split.shard_rows) > 1
+    spec = feed.portable(split)
+    assert spec[0][0] == "sharded" and spec[0][1][0][0] == "npy"  # paths, not data
+    got = {}
+    for loader in ("thread", "process"):
+        monkeypatch.setitem(runtime.LOADER, "impl", loader)
+        stream = BatchStream(split, 256, seed=5, device=torch.device("cpu"))
+        try:
+            got[loader] = _take(stream, 12)
+        finally:
+            stream.close()
+    assert [p for p, _ in got["thread"]] == [p for p, _ in got["process"]]
+    for (_, a), (_, b) in zip(got["thread"], got["process"], strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    shm = feed._shm_dir() or tempfile.gettempdir()
+    assert not [f for f in os.listdir(shm) if f.startswith("pimrec-feed-")]
+
+
+def test_process_loader_errors_reach_the_consumer(monkeypatch):
+    """An error in the child is raised by the consumer's next(); a child that dies without
+    one is a clear error too, not a hang."""
+    monkeypatch.setitem(runtime.LOADER, "impl", "process")
+    split = _split()
+    bad = SplitArrays(split.dense, split.sparse, split.label[:10], {}, "train", (ROWS,))
+    stream = BatchStream(bad, BATCH, seed=1, device=torch.device("cpu"))
+    try:
+        with pytest.raises(Exception, match="index|bounds|size"):
+            for _ in range(20):
+                next(stream)
+    finally:
+        stream.close()
+    stream = BatchStream(split, BATCH, seed=1, device=torch.device("cpu"))
+    try:
+        next(stream)
+        stream._feed.feed._proc.kill()
+        with pytest.raises(PimrecError, match="batch loader process stopped"):
+            for _ in range(20):
+                next(stream)
     finally:
         stream.close()

@@ -16,7 +16,8 @@ def test_switches_set_the_module_tables(benchmark, monkeypatch):
     b = benchmark("train_supernet")
     ap = argparse.ArgumentParser()
     tables = (static.BIAS_GRAD, optim.EMBEDDING, static.MASKED_LN, optim.ROW_GRAD,
-              static.LN_KERNEL, static.PARAM_LEAVES, optim.LIVE_PREFIX, runtime.H2D)  # fmt: skip
+              static.LN_KERNEL, static.PARAM_LEAVES, optim.LIVE_PREFIX, runtime.H2D,
+              runtime.LOADER)  # fmt: skip
     for table in tables:
         monkeypatch.setitem(table, "impl", table["impl"])  # restored after the test
     b.set_switch(ap, "bias_grad=sum")
@@ -27,11 +28,12 @@ def test_switches_set_the_module_tables(benchmark, monkeypatch):
     b.set_switch(ap, "param_leaves=off")
     b.set_switch(ap, "live_prefix=off")
     b.set_switch(ap, "h2d=inline")
+    b.set_switch(ap, "loader=thread")
     assert static.BIAS_GRAD["impl"] == "sum" and optim.EMBEDDING["impl"] == "embedding"
     assert static.MASKED_LN["impl"] == "eager" and optim.ROW_GRAD["impl"] == "off"
     assert static.LN_KERNEL["impl"] == "compiled"
     assert static.PARAM_LEAVES["impl"] == "off" and optim.LIVE_PREFIX["impl"] == "off"
-    assert runtime.H2D["impl"] == "inline"
+    assert runtime.H2D["impl"] == "inline" and runtime.LOADER["impl"] == "thread"
     for bad in ("bias_grad=fast", "nothing=sum", "bias_grad"):
         with pytest.raises(SystemExit) as exc:
             b.set_switch(ap, bad)
@@ -68,6 +70,31 @@ def test_host_issue_time_excludes_the_wait_for_the_device(benchmark, monkeypatch
     b = benchmark("train_supernet")
     syncs = []
     monkeypatch.setattr(b, "sync", lambda device: (syncs.append(1), time.sleep(0.05)))
-    times = b.host_issue_s(lambda: time.sleep(0.02), 3, torch.device("cpu"))
+    times, cpu = b.host_issue_s(lambda: time.sleep(0.02), 3, torch.device("cpu"))
     assert len(times) == 3 and len(syncs) == 4  # one before each step, one at the end
     assert all(0.02 <= t < 0.06 for t in times), times
+    assert all(0 <= c < 0.01 for c in cpu), cpu  # asleep, not on a CPU
+    busy, busy_cpu = b.host_issue_s(lambda: sum(range(300_000)), 3, torch.device("cpu"))
+    assert all(c > 0.2 * t for t, c in zip(busy, busy_cpu, strict=True))  # on a CPU
+    assert b.host_note("host", [0.009, 0.011, 0.010], [0.004, 0.006, 0.005]) == (
+        "host: median 10.00 ms, the main thread on a CPU for 5.00 ms of it"
+    )
+
+
+def test_host_profile_names_the_steps_work_and_not_the_syncs(benchmark, monkeypatch):
+    """The profile holds what each step called, n calls of it, and none of the synchronisations
+    between the steps."""
+    b = benchmark("train_supernet")
+
+    def device_wait(device):
+        return None
+
+    def step_work():
+        return sum(range(1000))
+
+    monkeypatch.setattr(b, "sync", device_wait)
+    text = b.host_profile(step_work, 4, torch.device("cpu"))
+    assert text.startswith("host profile: 4 steps")
+    work = [line for line in text.splitlines() if "(step_work)" in line]
+    assert work and all(line.split()[0] == "4" for line in work)  # ncalls: once per step
+    assert "device_wait" not in text
