@@ -458,6 +458,7 @@ SWITCH_VALUES = {
     "param_leaves": ("static.PARAM_LEAVES", ("on", "off")),  # parameters taken as leaves
     "live_prefix": ("optim.LIVE_PREFIX", ("on", "off")),  # the update over live prefixes
     "h2d": ("runtime.H2D", ("side", "inline")),  # the thread loader's copies on its own stream
+    "clip_norm": ("fused_adagrad.NORM", ("table", "foreach")),  # the fused update's norm
     "loader": ("runtime.LOADER", ("auto", "thread", "process")),  # who gathers batches
 }
 

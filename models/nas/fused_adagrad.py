@@ -14,7 +14,11 @@ which is torch.optim.Adagrad (weight_decay 0, lr_decay 0, maximize False) after
 torch.nn.utils.clip_grad_norm_, in torch's order of operations. The gradients are read, never
 scaled in place.
 
-`adagrad_update_(params, grads, sums, lr, eps, coef)` runs it: one launch of a multi-tensor
+`clip_adagrad_update_(params, grads, sums, lr, eps, max_norm)` takes the norm too: on the Triton
+path one more launch over the same table (a partial sum of squares per chunk), on the device,
+so clipping adds one launch and a sum instead of torch's multi-tensor norm (one tensor per
+gradient, ~150 a sampled step, host time). `adagrad_update_(params, grads, sums, lr, eps, coef)`
+runs the update alone: one launch of a multi-tensor
 kernel for CUDA tensors when triton imports (the switch of models/nas/kernels.py:
 `KERNELS["enabled"]`, and `KERNELS["force"]` for CPU tensors in Triton's interpreter), torch
 foreach ops otherwise. The kernel is driven by a table built on the host each call (the
@@ -55,6 +59,11 @@ BLOCK_ELEMS = 1024
 WARPS = 4
 _ALIGN_BYTES = 16  # addresses at this alignment let the kernel use 16-byte loads and stores
 _META_COLS = 4  # table row per tensor: param, grad, sum address, element count
+
+# `clip_adagrad_update_`'s norm on the Triton path: "table", partial sums of squares over the
+# update's table (one launch); "foreach", torch's multi-tensor norm (one tensor per gradient).
+# Untimed on a GPU so far: `benchmarks/train_supernet.py --switch clip_norm=foreach` is the A/B.
+NORM = {"impl": "table"}
 
 # (event, pinned table) of copies that may still be in flight: kept alive until done.
 _IN_FLIGHT: list[tuple[torch.cuda.Event, torch.Tensor]] = []
@@ -110,11 +119,57 @@ def adagrad_update_(
                                    for xs in (params, grads, sums))  # fmt: skip
         adagrad_reference_(params, grads, sums, lr, eps, coef)
         return
-    _launch(params, grads, sums, float(lr), float(eps), coef, chunk_elems, counts)
+    _DeviceTable(params, grads, sums, chunk_elems, counts).update(coef, float(lr), float(eps))
+
+
+def clip_coef(total: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """torch.nn.utils.clip_grads_with_norm_'s coefficient: min(max_norm / (total + 1e-6), 1)."""
+    return torch.clamp(max_norm / (total + 1e-6), max=1.0)
+
+
+@torch.no_grad()
+def clip_adagrad_update_(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    sums: Sequence[torch.Tensor],
+    lr: float,
+    eps: float,
+    max_norm: float,
+    *,
+    counts: Sequence[int] | None = None,
+    extra_sq: torch.Tensor | None = None,
+    check: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`adagrad_update_` after clipping the gradients' joint 2-norm at `max_norm`, the norm taken
+    here. Returns (total norm, clipping coefficient), 0-d device tensors (no host
+    synchronisation). `extra_sq`: the squared norm of other gradients, counted in the total (the
+    caller updates those with the returned coefficient). `counts` as in `adagrad_update_`; the
+    gradients must be zero past them (the norm reads only the prefixes). At least one triple.
+    On the Triton path the sum of squares is one more launch over the update's own table, one
+    partial sum per chunk summed by torch (deterministic), instead of torch's multi-tensor norm,
+    which makes one tensor per gradient (host time, ~150 a sampled step); else that norm."""
+    if not params:
+        raise ValueError("no tensors to update")
+    if check:
+        _check(params, grads, sums, None, counts)
+    table = (
+        _DeviceTable(params, grads, sums, CHUNK_ELEMS, counts) if _use_triton(params[0]) else None
+    )
+    if table is not None and NORM["impl"] == "table":
+        sq = table.sum_of_squares()
+    else:  # whole gradients: past their counts they hold zeros
+        sq = torch.stack(torch._foreach_norm(list(grads), 2.0)).square().sum()
+    total = (sq if extra_sq is None else sq + extra_sq).sqrt()
+    coef = clip_coef(total, max_norm)
+    if table is not None:
+        table.update(coef, float(lr), float(eps))
+    else:
+        adagrad_update_(params, grads, sums, lr, eps, coef, counts=counts, check=False)
+    return total, coef
 
 
 def _check(
-    params: Sequence, grads: Sequence, sums: Sequence, coef: torch.Tensor,
+    params: Sequence, grads: Sequence, sums: Sequence, coef: torch.Tensor | None,
     counts: Sequence[int] | None = None,
 ) -> None:  # fmt: skip
     """ValueError unless the inputs are as the kernel needs (contiguous fp32 tensors on one
@@ -124,8 +179,8 @@ def _check(
     n = len(params)
     if not n == len(grads) == len(sums):
         raise ValueError(f"{n} params, {len(grads)} grads, {len(sums)} sums")
-    tensors = [*params, *grads, *sums, coef]
-    if coef.dim() != 0:
+    tensors = [*params, *grads, *sums, *([] if coef is None else [coef])]
+    if coef is not None and coef.dim() != 0:
         raise ValueError(f"coef must be a 0-d tensor, got shape {tuple(coef.shape)}")
     for x in tensors:
         if x.dtype is not torch.float32 or x.layout is not torch.strided or not x.is_contiguous():
@@ -135,7 +190,7 @@ def _check(
             )
     if len({x.get_device() for x in tensors}) > 1:
         raise ValueError(f"tensors on several devices: {sorted({str(x.device) for x in tensors})}")
-    numel = [x.numel() for x in tensors[:-1]]
+    numel = [x.numel() for x in tensors[: 3 * n]]
     if not numel[:n] == numel[n : 2 * n] == numel[2 * n :]:
         i = next(i for i in range(n) if not numel[i] == numel[n + i] == numel[2 * n + i])
         raise ValueError(f"element counts differ: {params[i].shape}, {grads[i].shape}, "
@@ -202,6 +257,31 @@ if triton is not None:
             tail = full * BLOCK + lanes
             _update(p_ptr, g_ptr, s_ptr, start + tail, tail < todo, coef, neg_lr, eps)
 
+    @triton.jit
+    def _sumsq_kernel(
+        chunk_ptr, meta_ptr, out_ptr,
+        CHUNK: tl.constexpr, BLOCK: tl.constexpr, ALIGNED: tl.constexpr,
+    ):  # fmt: skip
+        """out_ptr[pid] = the sum of squares of one chunk of one tensor's gradient (the update's
+        table; full blocks unmasked, the tail masked, as `_adagrad_kernel`)."""
+        entry = tl.load(chunk_ptr + tl.program_id(0))
+        tensor = entry >> 32
+        start = (entry - (tensor << 32)) * CHUNK
+        row = meta_ptr + tensor * 4
+        g_ptr = _address(row, 1, ALIGNED)
+        todo = tl.minimum(tl.load(row + 3) - start, CHUNK).to(tl.int32)
+        lanes = tl.arange(0, BLOCK)
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        full = todo // BLOCK
+        for i in range(full):
+            g = tl.load(g_ptr + start + i * BLOCK + lanes)
+            acc += g * g
+        if full * BLOCK < todo:
+            tail = full * BLOCK + lanes
+            g = tl.load(g_ptr + start + tail, mask=tail < todo, other=0.0)
+            acc += g * g
+        tl.store(out_ptr + tl.program_id(0), tl.sum(acc, axis=0))
+
 
 def _chunk_table(
     params: Sequence[torch.Tensor],
@@ -241,28 +321,38 @@ def _to_device(table: np.ndarray, device: torch.device) -> torch.Tensor:
     return out
 
 
-def _launch(
-    params: Sequence[torch.Tensor],
-    grads: Sequence[torch.Tensor],
-    sums: Sequence[torch.Tensor],
-    lr: float,
-    eps: float,
-    coef: torch.Tensor,
-    chunk_elems: int,
-    counts: Sequence[int] | None = None,
-) -> None:
-    """One kernel launch over all tensors (their first `counts` elements where given), in
-    chunks of `chunk_elems` elements."""
-    table, n_chunks, aligned = _chunk_table(params, grads, sums, chunk_elems, counts)
-    if n_chunks == 0:
-        return
-    dev = _to_device(table, params[0].device)
-    meta = dev[: len(params) * _META_COLS]
-    chunks = dev[len(params) * _META_COLS :]
-    _adagrad_kernel[(n_chunks,)](
-        chunks, meta, coef, -lr, eps,
-        CHUNK=chunk_elems, BLOCK=BLOCK_ELEMS, ALIGNED=aligned, num_warps=WARPS,
-    )  # fmt: skip
-    # written through raw pointers: tell autograd, as torch's in-place ops would (a graph that
-    # saved a parameter then fails loudly in backward instead of using the new values)
-    torch.autograd.graph.increment_version([*params, *sums])
+class _DeviceTable:
+    """The kernels' table (`_chunk_table`) on the tensors' device, and the launches over it."""
+
+    def __init__(
+        self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+        sums: Sequence[torch.Tensor], chunk_elems: int, counts: Sequence[int] | None,
+    ) -> None:  # fmt: skip
+        table, self.n_chunks, self.aligned = _chunk_table(params, grads, sums, chunk_elems, counts)
+        self.params, self.sums, self.chunk_elems = params, sums, chunk_elems
+        self.device = params[0].device
+        dev = _to_device(table, self.device) if self.n_chunks else None
+        rows = len(params) * _META_COLS
+        self.meta, self.chunks = (None, None) if dev is None else (dev[:rows], dev[rows:])
+
+    def sum_of_squares(self) -> torch.Tensor:
+        """The gradients' sum of squares (over their counts), a 0-d fp32 device tensor."""
+        part = torch.zeros(max(self.n_chunks, 1), dtype=torch.float32, device=self.device)
+        if self.n_chunks:
+            _sumsq_kernel[(self.n_chunks,)](
+                self.chunks, self.meta, part,
+                CHUNK=self.chunk_elems, BLOCK=BLOCK_ELEMS, ALIGNED=self.aligned, num_warps=WARPS,
+            )  # fmt: skip
+        return part.sum()
+
+    def update(self, coef: torch.Tensor, lr: float, eps: float) -> None:
+        """The clipped Adagrad step on every tensor's counted elements."""
+        if not self.n_chunks:
+            return
+        _adagrad_kernel[(self.n_chunks,)](
+            self.chunks, self.meta, coef, -lr, eps,
+            CHUNK=self.chunk_elems, BLOCK=BLOCK_ELEMS, ALIGNED=self.aligned, num_warps=WARPS,
+        )  # fmt: skip
+        # written through raw pointers: tell autograd, as torch's in-place ops would (a graph
+        # that saved a parameter then fails loudly in backward instead of using the new values)
+        torch.autograd.graph.increment_version([*self.params, *self.sums])

@@ -62,7 +62,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from models.nas.fused_adagrad import adagrad_update_
+from models.nas.fused_adagrad import clip_adagrad_update_, clip_coef
 from models.nas.kernels import _use_triton
 from models.nas.row_kernels import (
     adagrad_owned_rows_,
@@ -354,7 +354,7 @@ def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> torch.Ten
         norms.append(torch.nn.utils.get_total_norm([p.grad for p in dense], 2.0))
     device = norms[0].device
     total = torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]), 2.0)
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    coef = clip_coef(total, max_norm)
     if dense:
         torch.nn.utils.clip_grads_with_norm_(dense, max_norm, total)
     for g in sparse:
@@ -387,11 +387,8 @@ def clip_and_step(
         total = clip_grad_norm(params, max_norm)
         opt.step()
         return total
-    total = _total_norm(fused.grads)
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # as torch's clip_grads_with_norm_
     _count_step(fused.steps)
-    _fused_update(fused, coef)
-    return total
+    return _fused_update(fused, max_norm)[0]
 
 
 def _clip_and_step_rows(
@@ -407,16 +404,15 @@ def _clip_and_step_rows(
         rows = pending_rows(p)
         pending.append((p, rows, rows.mark_owners()))  # type: ignore[union-attr]
     sq = [owned_sq_sum(rows.acc, idx, rows.owner) for _, rows, idx in pending]
-    if fused:
-        sq.append(_total_norm(fused.grads).square())
-    total = torch.stack(sq).sum().sqrt()
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # as torch's clip_grads_with_norm_
+    rows_sq = sq[0] if len(sq) == 1 else torch.stack(sq).sum()
     steps = [state["step"] for state in row_states]
     if fused:
         _count_step([*fused.steps, *steps])
-        _fused_update(fused, coef)
+        total, coef = _fused_update(fused, max_norm, rows_sq)
     else:
         _count_step(steps)
+        total = rows_sq.sqrt()
+        coef = clip_coef(total, max_norm)
     for (p, rows, idx), state in zip(pending, row_states, strict=True):
         adagrad_owned_rows_(p, state["sum"], rows.acc, rows.owner, idx, coef, group["lr"],
                             group["eps"])  # fmt: skip
@@ -470,18 +466,17 @@ def _fused_state(
     """The fused update's inputs (`_Fused`) for `params` when the fused update equals torch's
     step, else None: a plain SplitAdagrad of one group whose parameters with gradients are
     exactly `params`, each with initialised state and a dense contiguous fp32 gradient on the
-    Triton path's device. Everything `adagrad_update_` would check is checked here (it then runs
+    Triton path's device. Everything `clip_adagrad_update_` would check is checked here (it then runs
     without its own checks): one pass per step over `params`, the states' checks cached.
     A gradient's `live_numel` (models/nas/chain.py: zero past its first n elements) limits the
     update to those n elements (`counts`): Adagrad leaves a parameter and its sum as they are
-    where the gradient is 0 (`LIVE_PREFIX`). The norm reads whole gradients (the zeros add
-    nothing): narrowing it would take views per tensor, whose host cost outweighed the traffic
-    saved (views of all three: 9.7-10.6 ms per step against 8.8 without narrowing, H100,
-    session 21)."""
+    where the gradient is 0 (`LIVE_PREFIX`); on the Triton path the norm reads the same
+    prefixes through the update's table (no views: views of all three per tensor cost more host
+    time than the traffic they saved, 9.7-10.6 ms per step against 8.8, H100, session 21)."""
     group = _plain_group(opt)
     if not params or group is None:
         return None
-    if triton_only and not _use_triton(params[0]):  # else adagrad_update_'s torch reference
+    if triton_only and not _use_triton(params[0]):  # else the update's torch reference
         return None
     states = opt.fused_states()
     grads, sums, steps, counts = [], [], [], []
@@ -506,17 +501,15 @@ def _fused_state(
                   counts if LIVE_PREFIX["impl"] == "on" else None)  # fmt: skip
 
 
-def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """torch.nn.utils.get_total_norm(grads, 2.0), bitwise, for gradients of one device and
-    dtype (the fused path's): the same multi-tensor norms and their norm, without its grouping
-    by device and dtype and its `.to` per gradient (~150 a sampled step, host time)."""
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-
-
-def _fused_update(fused: _Fused, coef: torch.Tensor) -> None:
+def _fused_update(
+    fused: _Fused, max_norm: float, extra_sq: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clipped update of `fused`'s tensors (their norm with `extra_sq` taken inside):
+    (total norm, clipping coefficient)."""
     group = fused.group  # the kernel writes through raw addresses: no detach needed
-    adagrad_update_(fused.params, fused.grads, fused.sums, group["lr"], group["eps"], coef,
-                    counts=fused.counts, check=False)  # fmt: skip
+    return clip_adagrad_update_(fused.params, fused.grads, fused.sums, group["lr"], group["eps"],
+                                max_norm, counts=fused.counts, extra_sq=extra_sq,
+                                check=False)  # fmt: skip
 
 
 def _count_step(steps: list[torch.Tensor]) -> None:

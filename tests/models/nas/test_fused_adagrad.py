@@ -195,6 +195,67 @@ def test_update_counts_cover_leading_prefixes(request, path):
     assert not torch.equal(ps[0], params[0])  # something was updated
 
 
+@pytest.mark.parametrize("path", ["reference", "triton"])
+def test_clip_update_hand_computed(request, path):
+    """Gradients [3] and [4] (norm 5) plus an extra squared norm of 144 (total 13), max_norm 6.5:
+    coefficient 6.5 / (13 + 1e-6) ~ 0.5; then with sum 0 the step is -lr * g c / |g c| = -lr
+    per element (to float32 rounding: the eps 1e-10 and the 1e-6 are far below it)."""
+    dev = DEV if path == "triton" else torch.device("cpu")
+    if path == "triton":
+        request.getfixturevalue("fused")
+    params = [torch.ones(1, device=dev), torch.ones(1, device=dev)]
+    grads = [torch.tensor([3.0], device=dev), torch.tensor([4.0], device=dev)]
+    sums = [torch.zeros(1, device=dev), torch.zeros(1, device=dev)]
+    extra = torch.tensor(144.0, device=dev)
+    total, coef = fa.clip_adagrad_update_(params, grads, sums, 0.1, 1e-10, 6.5, extra_sq=extra)
+    assert float(total) == 13.0
+    assert abs(float(coef) - 0.5) < 1e-7
+    for p, s, g in zip(params, sums, (3.0, 4.0), strict=True):
+        assert abs(float(s) - (0.5 * g) ** 2) < 1e-5 and abs(float(p) - 0.9) < 1e-6
+    _, coef = fa.clip_adagrad_update_(params, grads, sums, 0.1, 1e-10, 100.0)
+    assert float(coef) == 1.0  # below max_norm: no clipping
+    with pytest.raises(ValueError, match="no tensors"):
+        fa.clip_adagrad_update_([], [], [], 0.1, 1e-10, 1.0)
+
+
+@pytest.mark.parametrize("path", ["reference", "triton", "triton-foreach-norm"])
+def test_clip_update_is_torchs_clip_then_adagrad(request, path, monkeypatch):
+    """Over the kernel's odd sizes (several chunks, masked tails): the total norm as
+    get_total_norm's (plus `extra_sq`) to rounding, params and sums as `adagrad_update_` with
+    that clipping coefficient; with counts over gradients zero past them, the same norm and
+    the elements past the counts untouched."""
+    dev = DEV if path.startswith("triton") else torch.device("cpu")
+    if path.startswith("triton"):
+        request.getfixturevalue("fused")
+    monkeypatch.setitem(fa.NORM, "impl", "foreach" if path.endswith("norm") else "table")
+    sizes = SIZES if path == "triton" else SIZES[:6]
+    params = [p.to(dev) for p in _random_tensors(sizes, 5)]
+    grads = [g.to(dev) for g in _random_tensors(sizes, 6)]
+    sums = [torch.rand(p.shape, device=dev) for p in params]
+    extra = torch.tensor(7.0, device=dev)
+    want_total = (torch.nn.utils.get_total_norm(grads, 2.0).square() + extra).sqrt()
+    want_p, want_s = [p.clone() for p in params], [s.clone() for s in sums]
+    fa.adagrad_update_(
+        want_p, grads, want_s, LR, EPS, torch.clamp(3.0 / (want_total + 1e-6), max=1.0)
+    )
+    got_p, got_s = [p.clone() for p in params], [s.clone() for s in sums]
+    total, coef = fa.clip_adagrad_update_(got_p, grads, got_s, LR, EPS, 3.0, extra_sq=extra)
+    torch.testing.assert_close(total, want_total, **KERNEL)
+    for a, b in zip([*got_p, *got_s], [*want_p, *want_s], strict=True):
+        torch.testing.assert_close(a, b, **KERNEL)
+    # zeros past a prefix: the norm over the prefixes is the whole norm; the rest stays as it was
+    counts = [max(0, p.numel() - 3 * (i + 1)) for i, p in enumerate(params)]
+    zg = [g.clone() for g in grads]
+    for g, n in zip(zg, counts, strict=True):
+        g.view(-1)[n:] = 0
+    got_p, got_s = [p.clone() for p in params], [s.clone() for s in sums]
+    total, _ = fa.clip_adagrad_update_(got_p, zg, got_s, LR, EPS, 3.0, counts=counts)
+    torch.testing.assert_close(total, torch.nn.utils.get_total_norm(zg, 2.0), **KERNEL)
+    for p, s, p0, s0, n in zip(got_p, got_s, params, sums, counts, strict=True):
+        assert torch.equal(p.view(-1)[n:], p0.view(-1)[n:])
+        assert torch.equal(s.view(-1)[n:], s0.view(-1)[n:])
+
+
 # --------------------------------------------------------------------------------------------
 # The Triton kernel (CUDA, or the interpreter without a GPU)
 # --------------------------------------------------------------------------------------------

@@ -308,19 +308,3 @@ def test_row_grad_accumulates_over_backward_calls(monkeypatch):
         results.append((float(total), emb.weight.detach().clone()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     torch.testing.assert_close(results[0][1], results[1][1], atol=ATOL, rtol=RTOL)
-
-
-def test_total_norm_is_torchs_bitwise():
-    """The fused path's norm equals torch.nn.utils.get_total_norm exactly (same foreach norms,
-    same order), over gradients of many sizes, one element included."""
-    from models.nas.optim import _total_norm
-
-    gen = torch.Generator().manual_seed(0)
-    grads = [
-        torch.randn(int(n), generator=gen) for n in torch.randint(1, 5000, (155,), generator=gen)
-    ]
-    grads.append(torch.tensor([3.0]))
-    want = torch.nn.utils.get_total_norm(grads, 2.0)
-    assert torch.equal(_total_norm(grads), want)
-    # by hand: the norm of [3, 4] is 5
-    assert float(_total_norm([torch.tensor([3.0]), torch.tensor([4.0])])) == 5.0

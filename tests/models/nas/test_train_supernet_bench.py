@@ -9,7 +9,7 @@ import argparse
 import pytest
 import torch
 
-from models.nas import optim, runtime, static
+from models.nas import fused_adagrad, optim, runtime, static
 
 
 def test_switches_set_the_module_tables(benchmark, monkeypatch):
@@ -17,7 +17,7 @@ def test_switches_set_the_module_tables(benchmark, monkeypatch):
     ap = argparse.ArgumentParser()
     tables = (static.BIAS_GRAD, optim.EMBEDDING, static.MASKED_LN, optim.ROW_GRAD,
               static.LN_KERNEL, static.PARAM_LEAVES, optim.LIVE_PREFIX, runtime.H2D,
-              runtime.LOADER)  # fmt: skip
+              runtime.LOADER, fused_adagrad.NORM)  # fmt: skip
     for table in tables:
         monkeypatch.setitem(table, "impl", table["impl"])  # restored after the test
     b.set_switch(ap, "bias_grad=sum")
@@ -29,11 +29,13 @@ def test_switches_set_the_module_tables(benchmark, monkeypatch):
     b.set_switch(ap, "live_prefix=off")
     b.set_switch(ap, "h2d=inline")
     b.set_switch(ap, "loader=thread")
+    b.set_switch(ap, "clip_norm=foreach")
     assert static.BIAS_GRAD["impl"] == "sum" and optim.EMBEDDING["impl"] == "embedding"
     assert static.MASKED_LN["impl"] == "eager" and optim.ROW_GRAD["impl"] == "off"
     assert static.LN_KERNEL["impl"] == "compiled"
     assert static.PARAM_LEAVES["impl"] == "off" and optim.LIVE_PREFIX["impl"] == "off"
     assert runtime.H2D["impl"] == "inline" and runtime.LOADER["impl"] == "thread"
+    assert fused_adagrad.NORM["impl"] == "foreach"
     for bad in ("bias_grad=fast", "nothing=sum", "bias_grad"):
         with pytest.raises(SystemExit) as exc:
             b.set_switch(ap, bad)
