@@ -100,10 +100,15 @@ def reopen(spec: tuple) -> SplitArrays:
     )
 
 
-def _shm_dir() -> str | None:
-    """Memory-backed /dev/shm where there is one (the slots never touch a disk), else the
-    default temporary folder."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+def _shm_dir(nbytes: int = 0) -> str | None:
+    """Memory-backed /dev/shm where there is one with room for twice `nbytes` (the slots never
+    touch a disk; a full tmpfs would kill the child with SIGBUS when it writes a slot, and
+    containers often give /dev/shm 64 MB), else the default temporary folder (None)."""
+    shm = "/dev/shm"
+    if not (os.path.isdir(shm) and os.access(shm, os.W_OK)):
+        return None
+    st = os.statvfs(shm)
+    return shm if st.f_bavail * st.f_frsize >= 2 * nbytes else None
 
 
 def _produce(
@@ -168,12 +173,13 @@ class Feed:
         n_slots: int,
     ) -> None:  # fmt: skip
         self.layout = SlotLayout(batch_size, split.dense.shape[1], split.sparse.shape[1])
-        fd, path = tempfile.mkstemp(prefix="pimrec-feed-", dir=_shm_dir())
+        nbytes = n_slots * self.layout.nbytes
+        fd, path = tempfile.mkstemp(prefix="pimrec-feed-", dir=_shm_dir(nbytes))
         try:
-            os.ftruncate(fd, n_slots * self.layout.nbytes)
+            os.ftruncate(fd, nbytes)
         finally:
             os.close(fd)
-        self.buf = np.memmap(path, np.uint8, "r+", shape=(n_slots * self.layout.nbytes,))
+        self.buf = np.memmap(path, np.uint8, "r+", shape=(nbytes,))
         ctx = mp.get_context("spawn")  # not fork: the parent may hold CUDA state and threads
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(

@@ -42,8 +42,9 @@ gradients it calls exactly torch's functions, so dense-only training is unchange
 
 `clip_and_step(opt, params, max_norm)` is `clip_grad_norm(params, max_norm); opt.step()`. On
 CUDA, when every gradient is dense fp32, triton imports and `opt` is a plain SplitAdagrad (one
-group, no weight decay, lr_decay or maximize), it runs instead one norm pass and one fused Triton
-kernel (models/nas/fused_adagrad.py: ~6 instead of ~16 passes over the parameters' memory); the
+group, no weight decay, lr_decay or maximize), it runs instead two Triton kernels over one table
+(models/nas/fused_adagrad.py `clip_adagrad_update_`: a sum of squares for the norm, then the
+clipped update; ~6 instead of ~16 passes over the parameters' memory); the
 state ("step", "sum") and so the state_dict are those torch's step would leave. Differences
 there: the gradients are left unscaled (the kernel scales them as it reads them), and the
 optimizer's step hooks do not run. Its host cost matters (a sampled path's step is ~13 ms on the
@@ -466,8 +467,8 @@ def _fused_state(
     """The fused update's inputs (`_Fused`) for `params` when the fused update equals torch's
     step, else None: a plain SplitAdagrad of one group whose parameters with gradients are
     exactly `params`, each with initialised state and a dense contiguous fp32 gradient on the
-    Triton path's device. Everything `clip_adagrad_update_` would check is checked here (it then runs
-    without its own checks): one pass per step over `params`, the states' checks cached.
+    Triton path's device. Everything `clip_adagrad_update_` would check is checked here (it then
+    runs without its own checks): one pass per step over `params`, the states' checks cached.
     A gradient's `live_numel` (models/nas/chain.py: zero past its first n elements) limits the
     update to those n elements (`counts`): Adagrad leaves a parameter and its sum as they are
     where the gradient is 0 (`LIVE_PREFIX`); on the Triton path the norm reads the same

@@ -143,3 +143,21 @@ def test_process_loader_errors_reach_the_consumer(monkeypatch):
                 next(stream)
     finally:
         stream.close()
+
+
+def test_slots_go_to_dev_shm_only_with_room(monkeypatch):
+    """/dev/shm when it has room for twice the slots, else the temporary folder (a full tmpfs
+    would kill the loader process when it writes a slot)."""
+    from models.data import feed
+
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm here")
+
+    class Stat:
+        f_frsize = 4096
+        f_bavail = 1000  # 4,096,000 bytes free
+
+    monkeypatch.setattr(feed.os, "statvfs", lambda path: Stat())
+    monkeypatch.setattr(feed.os, "access", lambda path, mode: True)
+    assert feed._shm_dir(2_048_000) == "/dev/shm"  # exactly twice fits
+    assert feed._shm_dir(2_048_001) is None
