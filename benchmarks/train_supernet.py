@@ -26,7 +26,8 @@ Measured 2026-12-07, session 22 (same settings; four calls on H100s, Triton 3.6;
   for one pass over the same steps with their batches taken beforehand, so the loader thread
   cost ~1.8 ms per step. With the batches gathered in a child process (models/data/feed.py),
   on a fourth: 8.21 ms (998,159 samples/s; passes 8.19-8.88) against 8.19 with the batches
-  taken beforehand: the loader no longer costs the step.
+  taken beforehand: the loader no longer costs the step. Then, untimed: the clipping norm
+  taken over the fused update's table (--switch clip_norm=foreach is the A/B).
 Measured 2026-12-07, session 21 (same settings; two calls on H100s, Triton 3.6; no H200
   came): e923cd2 at 10.61, 10.12, 9.70 ms against 8.41, 8.40, 9.06 for d9f8e6c with
   --switch cast_ahead=off (live prefixes as views cost host time); then, with the prefixes as
