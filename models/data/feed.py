@@ -150,14 +150,15 @@ def _produce(
 
 def _stop(proc: Any, conn: Connection, path: str) -> None:
     """Stop the child (asked, then terminated) and remove the slots' file if still there."""
-    try:
-        conn.send(None)
-    except OSError:
-        pass
-    proc.join(timeout=2)
-    if proc.is_alive():
-        proc.terminate()
+    if proc.pid is not None:  # started
+        try:
+            conn.send(None)
+        except OSError:
+            pass
         proc.join(timeout=2)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=2)
     conn.close()
     Path(path).unlink(missing_ok=True)
 

@@ -161,3 +161,18 @@ def test_slots_go_to_dev_shm_only_with_room(monkeypatch):
     monkeypatch.setattr(feed.os, "access", lambda path, mode: True)
     assert feed._shm_dir(2_048_000) == "/dev/shm"  # exactly twice fits
     assert feed._shm_dir(2_048_001) is None
+
+
+def test_stopping_a_loader_that_never_started_removes_its_file(tmp_path):
+    """`feed._stop` (the Feed's finalizer) on a child process that was never started (its start
+    failed) closes the pipe and removes the slot file without error."""
+    import multiprocessing as mp
+
+    from models.data import feed
+
+    ctx = mp.get_context("spawn")
+    mine, _theirs = ctx.Pipe()
+    path = tmp_path / "pimrec-feed-x"
+    path.write_bytes(b"\0" * 8)
+    feed._stop(ctx.Process(target=print), mine, str(path))
+    assert not path.exists() and mine.closed
