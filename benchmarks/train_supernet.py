@@ -18,6 +18,7 @@ own time per step (each step issued into an idle GPU): where it nears the step t
 bounds the step and host-side changes count; well below it, only GPU time does.
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
+    ... --ab clip_norm=foreach --ab loader=thread   (A/B passes alternated in one process)
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
 Measured 2026-12-07, session 22 (same settings; four calls on H100s, Triton 3.6; no H200
   came): 9ae5ffd (loader thread) at 9.15, 10.98 and 9.84 ms per step on one machine (10.90
@@ -464,20 +465,69 @@ SWITCH_VALUES = {
 }
 
 
+# Switches read on every step or when a batch stream starts, which `--ab` can flip between the
+# passes of one process (the others are baked into the captured graphs: --switch, one run each).
+AB_SWITCHES = ("live_prefix", "clip_norm", "loader", "h2d")
+STREAM_SWITCHES = ("loader", "h2d")  # read when a BatchStream starts
+
+
+def switch_table(name: str) -> dict:
+    """The module table of switch `name` (SWITCH_VALUES)."""
+    import importlib
+
+    module, table = SWITCH_VALUES[name][0].split(".")
+    return getattr(importlib.import_module(f"models.nas.{module}"), table)
+
+
+def parse_ab(ap: argparse.ArgumentParser, item: str) -> tuple[str, str]:
+    """(name, value) of one --ab NAME=VALUE, or exit with the parser's error."""
+    name, _, value = item.partition("=")
+    if name not in AB_SWITCHES or value not in SWITCH_VALUES[name][1]:
+        choices = ", ".join(f"{k}={'|'.join(SWITCH_VALUES[k][1])}" for k in AB_SWITCHES)
+        ap.error(f"--ab {item}: expected one of {choices}")
+    return name, value
+
+
+def ab_passes(variants, run_pass, rounds) -> dict[str, list[float]]:
+    """Seconds per step of each (label, [(switch, value), ...]) variant, over `rounds` rounds
+    that each time one pass of every variant in turn (alternated, so drifts of the machine
+    fall on all of them), each with its switches set and restored after. `run_pass(switches)`
+    times one pass."""
+    out: dict[str, list[float]] = {label: [] for label, _ in variants}
+    for _ in range(rounds):
+        for label, switches in variants:
+            tables = [(switch_table(name), value) for name, value in switches]
+            saved = [table["impl"] for table, _ in tables]
+            for table, value in tables:
+                table["impl"] = value
+            try:
+                out[label].append(run_pass(switches))
+            finally:
+                for (table, _), old in zip(tables, saved, strict=True):
+                    table["impl"] = old
+    return out
+
+
+def ab_note(per_variant: dict[str, list[float]]) -> str:
+    """`ab_passes`' medians in ms per step, each against the first variant's."""
+    medians = {k: statistics.median(v) * 1e3 for k, v in per_variant.items()}
+    base = next(iter(medians.values()))
+    parts = [f"{k} {m:.2f} ms/step ({m / base:.3f}x)" for k, m in medians.items()]
+    n = len(next(iter(per_variant.values())))
+    return f"CUDA graphs, A/B over {n} alternated rounds in this process: " + "; ".join(parts)
+
+
 def switch_choices() -> str:
     return ", ".join(f"{k}={'|'.join(v)}" for k, (_, v) in SWITCH_VALUES.items())
 
 
 def set_switch(ap: argparse.ArgumentParser, item: str) -> None:
     """Set one module switch from NAME=VALUE (SWITCH_VALUES), or exit with the parser's error."""
-    import importlib
-
     name, _, value = item.partition("=")
     where, values = SWITCH_VALUES.get(name, ("", ()))
     if value not in values:
         ap.error(f"--switch {item}: expected one of {switch_choices()}")
-    module, table = where.split(".")
-    getattr(importlib.import_module(f"models.nas.{module}"), table)["impl"] = value
+    switch_table(name)["impl"] = value
 
 
 def main() -> None:
@@ -513,11 +563,16 @@ def main() -> None:
     ap.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
                     help="run with a switch of the CUDA path changed, for A/B runs on one machine: "
                          + switch_choices())  # fmt: skip
+    ap.add_argument("--ab", action="append", default=[], metavar="NAME=VALUE",
+                    help="after the graphed row, alternate timed passes of the default and of "
+                         "each such variant in this process (the graphs captured once): "
+                         + ", ".join(AB_SWITCHES))  # fmt: skip
     args = ap.parse_args()
     if args.passes < 1:
         ap.error(f"--passes: expected at least 1, got {args.passes}")
     for item in args.switch:
         set_switch(ap, item)
+    ab = [parse_ab(ap, item) for item in args.ab]
 
     from models.data import open_split, prepare
     from models.nas.graphs import graph_model
@@ -608,6 +663,19 @@ def main() -> None:
             f"CUDA graphs, one pass with batches taken beforehand: "
             f"{time_steps(ahead_step, args.steps, device, warm=0) * 1e3:.2f} ms/step"
         )
+        if ab:
+
+            def ab_pass(switches):
+                if not any(name in STREAM_SWITCHES for name, _ in switches):
+                    return time_steps(graphed_step, args.steps, device, warm=2)
+                own = BatchStream(split, bs, seed=0, device=device)  # started under the switch
+                try:
+                    return time_steps(lambda: graphed_step(own), args.steps, device, warm=2)
+                finally:
+                    own.close()
+
+            variants = [("default", [])] + [(f"{n}={v}", [(n, v)]) for n, v in ab]
+            notes.append(ab_note(ab_passes(variants, ab_pass, args.passes)))
         if args.profile:
             print_profile("CUDA-graph sampled paths (steady state)", graphed_step, device, warm=0)
         if args.host_profile:  # the main thread alone (Python 3.12's cProfile sees all threads)
