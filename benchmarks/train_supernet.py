@@ -18,7 +18,7 @@ own time per step (each step issued into an idle GPU): where it nears the step t
 bounds the step and host-side changes count; well below it, only GPU time does.
 
     PYTHONPATH=. python benchmarks/train_supernet.py --device cuda --batch-size 8192
-    ... --ab clip_norm=foreach --ab loader=thread   (A/B passes alternated in one process)
+    ... --ab clip_norm=foreach --ab loader=thread,h2d=inline   (A/B passes in one process)
     .venv/bin/python benchmarks/train_supernet.py --device cpu --steps 6 --paths 3
 Measured 2026-12-07, session 22 (same settings; four calls on H100s, Triton 3.6; no H200
   came): 9ae5ffd (loader thread) at 9.15, 10.98 and 9.84 ms per step on one machine (10.90
@@ -479,13 +479,17 @@ def switch_table(name: str) -> dict:
     return getattr(importlib.import_module(f"models.nas.{module}"), table)
 
 
-def parse_ab(ap: argparse.ArgumentParser, item: str) -> tuple[str, str]:
-    """(name, value) of one --ab NAME=VALUE, or exit with the parser's error."""
-    name, _, value = item.partition("=")
-    if name not in AB_SWITCHES or value not in SWITCH_VALUES[name][1]:
-        choices = ", ".join(f"{k}={'|'.join(SWITCH_VALUES[k][1])}" for k in AB_SWITCHES)
-        ap.error(f"--ab {item}: expected one of {choices}")
-    return name, value
+def parse_ab(ap: argparse.ArgumentParser, item: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs of one --ab NAME=VALUE[,NAME=VALUE...] variant, or exit with the
+    parser's error."""
+    pairs = []
+    for part in item.split(","):
+        name, _, value = part.partition("=")
+        if name not in AB_SWITCHES or value not in SWITCH_VALUES[name][1]:
+            choices = ", ".join(f"{k}={'|'.join(SWITCH_VALUES[k][1])}" for k in AB_SWITCHES)
+            ap.error(f"--ab {item}: expected NAME=VALUE[,NAME=VALUE...] of {choices}")
+        pairs.append((name, value))
+    return pairs
 
 
 def ab_passes(variants, run_pass, rounds) -> dict[str, list[float]]:
@@ -563,7 +567,7 @@ def main() -> None:
     ap.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
                     help="run with a switch of the CUDA path changed, for A/B runs on one machine: "
                          + switch_choices())  # fmt: skip
-    ap.add_argument("--ab", action="append", default=[], metavar="NAME=VALUE",
+    ap.add_argument("--ab", action="append", default=[], metavar="NAME=VALUE[,...]",
                     help="after the graphed row, alternate timed passes of the default and of "
                          "each such variant in this process (the graphs captured once): "
                          + ", ".join(AB_SWITCHES))  # fmt: skip
@@ -674,7 +678,7 @@ def main() -> None:
                 finally:
                     own.close()
 
-            variants = [("default", [])] + [(f"{n}={v}", [(n, v)]) for n, v in ab]
+            variants = [("default", []), *zip(args.ab, ab, strict=True)]
             notes.append(ab_note(ab_passes(variants, ab_pass, args.passes)))
         if args.profile:
             print_profile("CUDA-graph sampled paths (steady state)", graphed_step, device, warm=0)

@@ -110,8 +110,10 @@ def test_ab_passes_alternate_the_variants_and_restore_the_switches(benchmark, mo
         table = b.switch_table(name)
         monkeypatch.setitem(table, "impl", table["impl"])
     ap = argparse.ArgumentParser()
-    assert b.parse_ab(ap, "clip_norm=foreach") == ("clip_norm", "foreach")
-    for bad in ("compile=eager", "clip_norm=fast", "clip_norm"):  # graph-baked, unknown, no value
+    assert b.parse_ab(ap, "clip_norm=foreach") == [("clip_norm", "foreach")]
+    assert b.parse_ab(ap, "loader=thread,h2d=inline") == [("loader", "thread"), ("h2d", "inline")]
+    # graph-baked, unknown value, no value, one bad part
+    for bad in ("compile=eager", "clip_norm=fast", "clip_norm", "loader=thread,compile=eager"):
         with pytest.raises(SystemExit) as exc:
             b.parse_ab(ap, bad)
         assert exc.value.code == 2
