@@ -655,17 +655,17 @@ def main() -> None:
         # as the difference, and the host profile holds that thread alone.
         ahead = [next(stream) for _ in range(args.steps)]
 
-        def ahead_step():
-            graphed_step(ahead_iter)
+        def ahead_steps():
+            """A step function over the batches taken beforehand, from the first."""
+            batches = iter(ahead)
+            return lambda: graphed_step(batches)
 
-        ahead_iter = iter(ahead)
         notes.append(host_note("CUDA graphs, host time as above, batches taken beforehand (the "
-                               "loader idle)", *host_issue_s(ahead_step, args.steps,
-                                                                    device)))  # fmt: skip
-        ahead_iter = iter(ahead)
+                               "loader idle)", *host_issue_s(ahead_steps(), args.steps,
+                                                             device)))  # fmt: skip
         notes.append(
             f"CUDA graphs, one pass with batches taken beforehand: "
-            f"{time_steps(ahead_step, args.steps, device, warm=0) * 1e3:.2f} ms/step"
+            f"{time_steps(ahead_steps(), args.steps, device, warm=0) * 1e3:.2f} ms/step"
         )
         if ab:
 
@@ -683,8 +683,7 @@ def main() -> None:
         if args.profile:
             print_profile("CUDA-graph sampled paths (steady state)", graphed_step, device, warm=0)
         if args.host_profile:  # the main thread alone (Python 3.12's cProfile sees all threads)
-            ahead_iter = iter(ahead)
-            print(host_profile(ahead_step, args.steps, device))
+            print(host_profile(ahead_steps(), args.steps, device))
         if args.key_table:
             notes.append(key_table(graphed.chain, subnets, bs))
         kind = "maximum sizes" if args.uncapped else "size classes"
@@ -712,7 +711,9 @@ def main() -> None:
         rows.append(("train_supernet command (incl. start-up steps)", res["samples_per_s"], None))
 
     # Single-path overhead against the extracted standalone subnet, same batch on the device.
-    batch = next(BatchStream(split, bs, seed=1, device=device))
+    one = BatchStream(split, bs, seed=1, device=device)
+    batch = next(one)
+    one.close()  # (on CUDA its loader is a process)
     ratios = []
     for p in range(args.paths):
         sub = sample_subnet(net.space, 1000 + p)

@@ -50,14 +50,15 @@ class SlotLayout:
     def nbytes(self) -> int:
         return 4 * self.batch * (self.n_dense + self.n_sparse + 1)
 
-    def views(self, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(dense, sparse, label) views of one slot's bytes."""
+    def parts(self) -> tuple[tuple[int, tuple[int, ...], str], ...]:
+        """(offset in 4-byte words, shape, dtype name) of dense, sparse and label in a slot."""
         b, nd, ns = self.batch, self.n_dense, self.n_sparse
-        return (
-            np.ndarray((b, nd), np.float32, buf, 0),
-            np.ndarray((b, ns), np.int32, buf, 4 * b * nd),
-            np.ndarray((b,), np.float32, buf, 4 * b * (nd + ns)),
-        )
+        return ((0, (b, nd), "float32"), (b * nd, (b, ns), "int32"),
+                (b * (nd + ns), (b,), "float32"))  # fmt: skip
+
+    def views(self, buf: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(dense, sparse, label) views of one slot's bytes."""
+        return tuple(np.ndarray(shape, np.dtype(dt), buf, 4 * at) for at, shape, dt in self.parts())
 
 
 def _array_spec(a: Any) -> tuple:

@@ -14,11 +14,7 @@ which is torch.optim.Adagrad (weight_decay 0, lr_decay 0, maximize False) after
 torch.nn.utils.clip_grad_norm_, in torch's order of operations. The gradients are read, never
 scaled in place.
 
-`clip_adagrad_update_(params, grads, sums, lr, eps, max_norm)` takes the norm too: on the Triton
-path one more launch over the same table (a partial sum of squares per chunk), on the device,
-so clipping adds one launch and a sum instead of torch's multi-tensor norm (one tensor per
-gradient, ~150 a sampled step, host time). `adagrad_update_(params, grads, sums, lr, eps, coef)`
-runs the update alone: one launch of a multi-tensor
+`adagrad_update_(params, grads, sums, lr, eps, coef)` runs it: one launch of a multi-tensor
 kernel for CUDA tensors when triton imports (the switch of models/nas/kernels.py:
 `KERNELS["enabled"]`, and `KERNELS["force"]` for CPU tensors in Triton's interpreter), torch
 foreach ops otherwise. The kernel is driven by a table built on the host each call (the
@@ -26,6 +22,10 @@ gradients are new tensors every step, so their addresses change): per tensor the
 of param, grad and sum and its element count, per program one chunk (which tensor, which chunk of
 it). The table reaches the device by one pinned non-blocking copy, so the host never waits for
 the GPU. Not capturable in CUDA graphs (the table is rebuilt from live addresses each call).
+`clip_adagrad_update_(params, grads, sums, lr, eps, max_norm)` takes the norm too: on the Triton
+path one more launch over the same table (a partial sum of squares per chunk), so clipping adds
+one launch and a sum instead of torch's multi-tensor norm (one tensor per gradient, ~150 a
+sampled step: host time).
 The int64-to-pointer casts also work in Triton's CPU interpreter (the addresses of CPU tensors
 are host addresses), which is how the kernel is tested without a GPU.
 """
@@ -337,12 +337,13 @@ class _DeviceTable:
 
     def sum_of_squares(self) -> torch.Tensor:
         """The gradients' sum of squares (over their counts), a 0-d fp32 device tensor."""
-        part = torch.zeros(max(self.n_chunks, 1), dtype=torch.float32, device=self.device)
-        if self.n_chunks:
-            _sumsq_kernel[(self.n_chunks,)](
-                self.chunks, self.meta, part,
-                CHUNK=self.chunk_elems, BLOCK=BLOCK_ELEMS, ALIGNED=self.aligned, num_warps=WARPS,
-            )  # fmt: skip
+        if not self.n_chunks:
+            return torch.zeros((), dtype=torch.float32, device=self.device)
+        part = torch.empty(self.n_chunks, dtype=torch.float32, device=self.device)  # all written
+        _sumsq_kernel[(self.n_chunks,)](
+            self.chunks, self.meta, part,
+            CHUNK=self.chunk_elems, BLOCK=BLOCK_ELEMS, ALIGNED=self.aligned, num_warps=WARPS,
+        )  # fmt: skip
         return part.sum()
 
     def update(self, coef: torch.Tensor, lr: float, eps: float) -> None:

@@ -44,8 +44,8 @@ gradients it calls exactly torch's functions, so dense-only training is unchange
 CUDA, when every gradient is dense fp32, triton imports and `opt` is a plain SplitAdagrad (one
 group, no weight decay, lr_decay or maximize), it runs instead two Triton kernels over one table
 (models/nas/fused_adagrad.py `clip_adagrad_update_`: a sum of squares for the norm, then the
-clipped update; ~6 instead of ~16 passes over the parameters' memory); the
-state ("step", "sum") and so the state_dict are those torch's step would leave. Differences
+clipped update; ~6 instead of ~16 passes over the parameters' memory); the state ("step",
+"sum") and so the state_dict are those torch's step would leave. Differences
 there: the gradients are left unscaled (the kernel scales them as it reads them), and the
 optimizer's step hooks do not run. Its host cost matters (a sampled path's step is ~13 ms on the
 H200, ~140 parameters with gradients): the checks of parameters and sums are cached per optimizer

@@ -240,15 +240,12 @@ class _ProcessFeed:
             self._position = (epoch, done)
             return self._position, k
 
-    def _tensors(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(dense, sparse, label) views of one slot's bytes (`SlotLayout.views`' layout)."""
-        lay = self.feed.layout
-        b, nd, ns = lay.batch, lay.n_dense, lay.n_sparse
+    def _tensors(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(dense, sparse, label) views of one slot's bytes (`SlotLayout.parts`)."""
         words = raw.view(torch.int32)
-        return (
-            words[: b * nd].view(torch.float32).view(b, nd),
-            words[b * nd : b * (nd + ns)].view(b, ns),
-            words[b * (nd + ns) :].view(torch.float32),
+        return tuple(
+            words[at : at + math.prod(shape)].view(getattr(torch, dt)).view(shape)
+            for at, shape, dt in self.feed.layout.parts()
         )
 
     def _stage(self) -> tuple:

@@ -176,3 +176,22 @@ def test_stopping_a_loader_that_never_started_removes_its_file(tmp_path):
     path.write_bytes(b"\0" * 8)
     feed._stop(ctx.Process(target=print), mine, str(path))
     assert not path.exists() and mine.closed
+
+
+def test_slot_views_in_numpy_and_torch_agree():
+    """The loader's slot layout read as numpy views (the child's writes) and as torch views of
+    the same bytes (the parent's copy on CUDA) gives the same arrays, dtypes and shapes."""
+    from models.data.feed import SlotLayout
+
+    lay = SlotLayout(5, 3, 2)
+    buf = np.zeros(lay.nbytes, np.uint8)
+    dense, sparse, label = lay.views(buf)
+    dense[:] = np.arange(15).reshape(5, 3) / 4
+    sparse[:] = np.arange(10).reshape(5, 2) + 100
+    label[:] = np.arange(5) % 2
+    feed = runtime._ProcessFeed.__new__(runtime._ProcessFeed)  # only its layout is read
+    feed.feed = type("F", (), {"layout": lay})()
+    got = feed._tensors(torch.from_numpy(buf))
+    assert [t.dtype for t in got] == [torch.float32, torch.int32, torch.float32]
+    for t, a in zip(got, (dense, sparse, label), strict=True):
+        assert t.shape == a.shape and np.array_equal(t.numpy(), a)
