@@ -46,8 +46,8 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def benchmark():
-    """`benchmark("name")`: benchmarks/name.py imported as a module."""
+def bench_module():
+    """`bench_module("name")`: benchmarks/name.py imported as a module."""
 
     def load(name: str):
         spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")

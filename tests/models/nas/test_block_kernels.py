@@ -8,8 +8,8 @@ def _x(name, ts, dur, cat="cpu_op", tid=1, **args):
     return {"ph": "X", "name": name, "ts": ts, "dur": dur, "cat": cat, "tid": tid, "args": args}
 
 
-def test_kernels_go_to_their_block_and_innermost_op(benchmark):
-    b = benchmark("block_kernels")
+def test_kernels_go_to_their_block_and_innermost_op(bench_module):
+    b = bench_module("block_kernels")
     events = [
         _x("BLOCK fwd 2 fc/efc 128/32", 0, 100, cat="user_annotation"),
         _x("aten::linear", 10, 40, **{"Input Dims": [[8, 4]]}),
@@ -30,8 +30,8 @@ def test_kernels_go_to_their_block_and_innermost_op(benchmark):
     assert "work per step: 2 units, 0.01 ms" in text and "fwd 2 fc/efc 128/32" in text
 
 
-def test_cpu_run_prints_blocks(benchmark, capsys):
-    b = benchmark("block_kernels")
+def test_cpu_run_prints_blocks(bench_module, capsys):
+    b = bench_module("block_kernels")
     argv = ["--device", "cpu", "--batch-size", "32", "--rows", "4000", "--steps", "1", "--top", "5"]
     assert b.main(argv) == 0
     out = capsys.readouterr().out

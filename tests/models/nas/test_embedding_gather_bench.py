@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def test_index_patterns(benchmark):
-    b = benchmark("embedding_gather")
+def test_index_patterns(bench_module):
+    b = bench_module("embedding_gather")
     pats = b.index_patterns(2600, 5000, seed=1)
     assert set(pats) == {"uniform", "sorted", "zipf"}
     assert all(p.shape == (5000,) and p.min() >= 0 and p.max() < 2600 for p in pats.values())
@@ -20,8 +20,8 @@ def test_index_patterns(benchmark):
     assert np.bincount(first).max() > 0.2 * first.size
 
 
-def test_every_case_measured(benchmark):
-    b = benchmark("embedding_gather")
+def test_every_case_measured(bench_module):
+    b = bench_module("embedding_gather")
     args = b.parse_args(["--device", "cpu", "--rows", "3000", "--small-rows", "500",
                          "--lookups", "1000", "--iters", "2"])  # fmt: skip
     rows = b.measure(args)

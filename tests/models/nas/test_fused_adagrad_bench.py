@@ -11,8 +11,8 @@ from torch import nn
 from models.nas.optim import AutoSparseEmbedding, make_optimizer, pending_rows
 
 
-def test_table_cases_run_the_dense_and_the_row_step(benchmark):
-    b = benchmark("fused_adagrad")
+def test_table_cases_run_the_dense_and_the_row_step(bench_module):
+    b = bench_module("fused_adagrad")
     emb = AutoSparseEmbedding(20, 4, sparse_grad=False)
     lin = nn.Linear(4, 1)
     lin.weight.grad, lin.bias.grad = torch.ones(1, 4), torch.ones(1)

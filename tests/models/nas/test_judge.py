@@ -11,8 +11,8 @@ from scipy.stats import kendalltau
 
 
 @pytest.fixture(scope="module")
-def judge(benchmark):
-    return benchmark("supernet_judge")
+def judge(bench_module):
+    return bench_module("supernet_judge")
 
 
 def test_tau_ceiling_by_hand(judge):

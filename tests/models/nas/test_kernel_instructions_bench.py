@@ -24,20 +24,20 @@ SASS = """
 """
 
 
-def test_instructions_by_hand(benchmark):
-    b = benchmark("kernel_instructions")
+def test_instructions_by_hand(bench_module):
+    b = bench_module("kernel_instructions")
     ops = [op for _, op, _ in b.instructions(SASS)]
     assert ops == ["MOV", "LDG", "FFMA", "FFMA", "BRA", "MUFU", "BRA", "BRA", "EXIT"]
     assert b.instructions(SASS)[4] == (0x40, "BRA", "0x10")
 
 
-def test_largest_loop_by_hand(benchmark):
+def test_largest_loop_by_hand(bench_module):
     # two backward branches: 0x10-0x40 (4 instructions) and 0x20-0x60 (5); the self-branch at
     # 0x70 (the end-of-kernel trap) is not a loop
-    lo, hi, ops = benchmark("kernel_instructions").largest_loop(SASS)
+    lo, hi, ops = bench_module("kernel_instructions").largest_loop(SASS)
     assert (lo, hi) == (0x20, 0x60)
     assert ops == {"FFMA": 2, "BRA": 2, "MUFU": 1}
-    assert benchmark("kernel_instructions").largest_loop(SASS.replace("0x10 ;", "0x50 ;")) == (
+    assert bench_module("kernel_instructions").largest_loop(SASS.replace("0x10 ;", "0x50 ;")) == (
         0x20, 0x60, ops)  # fmt: skip
 
 

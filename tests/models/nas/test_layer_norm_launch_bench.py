@@ -7,8 +7,8 @@ import pytest
 import torch
 
 
-def test_backward_launches_by_hand(benchmark):
-    b = benchmark("layer_norm_launch")
+def test_backward_launches_by_hand(bench_module):
+    b = bench_module("layer_norm_launch")
     defaults = [(None, None, True), (None, None, False)]
     # rows of 16: 4-16 elements per thread on 1, 2, 4 or 8 warps
     assert b.backward_launches(16) == defaults + [
@@ -21,20 +21,20 @@ def test_backward_launches_by_hand(benchmark):
     assert b.backward_launches(13) == b.backward_launches(16)  # padded to 16
 
 
-def test_part_sum_launches(benchmark):
+def test_part_sum_launches(bench_module):
     # the default first, then the others without it
-    launches = benchmark("layer_norm_launch").part_sum_launches((4, 512))
+    launches = bench_module("layer_norm_launch").part_sum_launches((4, 512))
     assert launches[0] == (4, 512) and launches.count((4, 512)) == 1
     assert (32, 128) in launches and len(launches) == 7
 
 
-def test_backward_bytes_by_hand(benchmark):
+def test_backward_bytes_by_hand(bench_module):
     # [8192, 1024] bf16: x, dy and dx, 16 MiB each
-    assert benchmark("layer_norm_launch").backward_bytes(8192, 1024) == 3 * 8192 * 1024 * 2
+    assert bench_module("layer_norm_launch").backward_bytes(8192, 1024) == 3 * 8192 * 1024 * 2
 
 
-def test_without_a_gpu(benchmark, capsys):
+def test_without_a_gpu(bench_module, capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is here")
-    benchmark("layer_norm_launch").main([])
+    bench_module("layer_norm_launch").main([])
     assert capsys.readouterr().out.strip() == "no CUDA"

@@ -112,7 +112,9 @@ def test_train_model_resume_mismatch_names_the_field(model_config, tmp_path, cli
 def _kill_at(tmp_path, where, n, *args):
     """Run `pimrec ARGS` in a subprocess, SIGKILL it once it blocks at (where, n)."""
     flag = tmp_path / f"blocked-{where}-{n}"
-    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # the checkout first, then any path already given (packages installed under it)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = os.environ | {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(ROOT / "tests/models/nas/killable.py"), str(flag), where, str(n),
            *map(str, args), "--no-progress"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -136,8 +138,9 @@ def _kill_at(tmp_path, where, n, *args):
 
 
 def test_supernet_resumes_after_sigkill(tiny, tiny_data, tmp_path, cli):
+    # both runs on the CPU (the killed one is told so): bitwise equality across devices is not asked
     cfg = SupernetConfig(str(tiny_data), space="tiny", steps=8, batch_size=64, checkpoint_every=2,
-                         full_warmup_steps=4)  # fmt: skip
+                         full_warmup_steps=4, device="cpu")  # fmt: skip
     train_supernet(cfg, tmp_path / "a", progress=False)
     args = ("train", "supernet", "--data", tiny_data, "--space", "tiny", "--steps", "8",
             "--batch-size", "64", "--checkpoint-every", "2", "--full-warmup-steps", "4",

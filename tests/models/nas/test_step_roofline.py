@@ -7,8 +7,8 @@ import torch
 
 
 @pytest.fixture(scope="module")
-def r(benchmark):
-    return benchmark("step_roofline")
+def r(bench_module):
+    return bench_module("step_roofline")
 
 
 def test_matmul_flops_by_hand(r):

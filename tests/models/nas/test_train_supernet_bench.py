@@ -12,8 +12,8 @@ import torch
 from models.nas import fused_adagrad, optim, runtime, static
 
 
-def test_switches_set_the_module_tables(benchmark, monkeypatch):
-    b = benchmark("train_supernet")
+def test_switches_set_the_module_tables(bench_module, monkeypatch):
+    b = bench_module("train_supernet")
     ap = argparse.ArgumentParser()
     tables = (static.BIAS_GRAD, optim.EMBEDDING, static.MASKED_LN, optim.ROW_GRAD,
               static.LN_KERNEL, static.PARAM_LEAVES, optim.LIVE_PREFIX, runtime.H2D,
@@ -42,10 +42,10 @@ def test_switches_set_the_module_tables(benchmark, monkeypatch):
         assert exc.value.code == 2
 
 
-def test_kernel_histogram_hand_counted(benchmark):
+def test_kernel_histogram_hand_counted(bench_module):
     # 2 steps: kernels of 1, 2.5, 3, 40, 150 and 150 us -> 3 per step, 173.25 us per step;
     # < 3 us: 1, 2.5 (1.75 us per step); < 6 us: 3; < 50 us: 40; >= 100 us: 150, 150
-    text = benchmark("train_supernet").kernel_histogram([1, 2.5, 3, 40, 150, 150], 2)
+    text = bench_module("train_supernet").kernel_histogram([1, 2.5, 3, 40, 150, 150], 2)
     lines = text.splitlines()
     assert lines[0] == "kernels per step 3.0, kernel time per step 0.173 ms"
     assert lines[1].split() == ["<", "3", "us", "1.0", "kernels", "0.002", "ms"]
@@ -54,8 +54,8 @@ def test_kernel_histogram_hand_counted(benchmark):
     assert [line.split()[3] for line in lines[3:5] + lines[6:7]] == ["0.0", "0.0", "0.0"]
 
 
-def test_timed_passes_and_their_spread(benchmark):
-    b = benchmark("train_supernet")
+def test_timed_passes_and_their_spread(bench_module):
+    b = bench_module("train_supernet")
     calls = []
     per_pass = b.time_passes(lambda: calls.append(1), 4, torch.device("cpu"), 3)
     assert len(per_pass) == 3 and len(calls) == 12 and all(x >= 0 for x in per_pass)
@@ -64,12 +64,12 @@ def test_timed_passes_and_their_spread(benchmark):
     assert note == "graphed: 3 passes, ms/step median 8.70 (fastest 8.60, slowest 8.80)"
 
 
-def test_host_issue_time_excludes_the_wait_for_the_device(benchmark, monkeypatch):
+def test_host_issue_time_excludes_the_wait_for_the_device(bench_module, monkeypatch):
     """Each step is timed from after a device synchronisation to its return: a step whose host
     work takes ~20 ms times at >= 20 ms, the synchronisations' own 50 ms each stay outside."""
     import time
 
-    b = benchmark("train_supernet")
+    b = bench_module("train_supernet")
     syncs = []
     monkeypatch.setattr(b, "sync", lambda device: (syncs.append(1), time.sleep(0.05)))
     times, cpu = b.host_issue_s(lambda: time.sleep(0.02), 3, torch.device("cpu"))
@@ -83,10 +83,10 @@ def test_host_issue_time_excludes_the_wait_for_the_device(benchmark, monkeypatch
     )
 
 
-def test_host_profile_names_the_steps_work_and_not_the_syncs(benchmark, monkeypatch):
+def test_host_profile_names_the_steps_work_and_not_the_syncs(bench_module, monkeypatch):
     """The profile holds what each step called, n calls of it, and none of the synchronisations
     between the steps."""
-    b = benchmark("train_supernet")
+    b = bench_module("train_supernet")
 
     def device_wait(device):
         return None
@@ -102,10 +102,10 @@ def test_host_profile_names_the_steps_work_and_not_the_syncs(benchmark, monkeypa
     assert "device_wait" not in text
 
 
-def test_ab_passes_alternate_the_variants_and_restore_the_switches(benchmark, monkeypatch):
+def test_ab_passes_alternate_the_variants_and_restore_the_switches(bench_module, monkeypatch):
     """Each round times every variant once, in order, with its switches set while its pass runs
     and restored after; --ab takes only the switches read at run time."""
-    b = benchmark("train_supernet")
+    b = bench_module("train_supernet")
     for name in b.AB_SWITCHES:
         table = b.switch_table(name)
         monkeypatch.setitem(table, "impl", table["impl"])
