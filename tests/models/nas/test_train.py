@@ -41,9 +41,12 @@ def test_resume_is_bitwise_exact(tiny, tiny_data, tmp_path):
 def test_resume_on_cuda_matches_to_rounding(tiny, tiny_data, tmp_path):
     """On CUDA a resumed run takes the same steps over the same batches with the same generator
     states as an uninterrupted one; its weights differ only by the order of the atomic adds in
-    the embedding's backward (module docstring)."""
+    the embedding's backward (module docstring). In fp32: under bf16 autocast a difference in
+    the last bit can flip an activation's rounding (2**-8 relative), which no tight tolerance
+    would hold, while what a resume restores is the same either way."""
     cfg = SupernetConfig(str(tiny_data), space="tiny", steps=10, batch_size=64,
-                         checkpoint_every=3, full_warmup_steps=5, device="cuda")  # fmt: skip
+                         checkpoint_every=3, full_warmup_steps=5, device="cuda",
+                         amp=False)  # fmt: skip
     train_supernet(cfg, tmp_path / "a", progress=False)
     train_supernet(cfg, tmp_path / "b", progress=False, stop_after=4)
     train_supernet(cfg, tmp_path / "b", progress=False)
