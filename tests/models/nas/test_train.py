@@ -53,11 +53,11 @@ def test_resume_on_cuda_matches_to_rounding(tiny, tiny_data, tmp_path):
     a, b = _load(tmp_path / "a" / "checkpoint.pt"), _load(tmp_path / "b" / "checkpoint.pt")
     assert a["step"] == b["step"] == 10 and a["data_position"] == b["data_position"]
     assert a["rng"]["numpy"] == b["rng"]["numpy"]
-    for k in a["model"]:  # rounding of fp32 sums; lr 0.12 steps are ~1e-2 each
-        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-4, atol=1e-5, msg=k)
+    for k in a["model"]:  # rounding; a lost state or batch moves weights by ~lr (0.12) steps
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-3, atol=1e-4, msg=k)
     for k, s in a["optimizer"]["state"].items():
         sb = b["optimizer"]["state"][k]
-        torch.testing.assert_close(sb["sum"], s["sum"], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(sb["sum"], s["sum"], rtol=1e-3, atol=1e-7)
         assert torch.equal(sb["step"], s["step"])
 
 
