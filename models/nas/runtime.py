@@ -154,11 +154,7 @@ class BatchStream:
             batch = tuple(t.pin_memory() for t in batch)
             if self._copy_stream is None:
                 return batch, None
-            with torch.cuda.stream(self._copy_stream):
-                batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
-                done = torch.cuda.Event()
-                done.record(self._copy_stream)
-        return batch, done
+            return _copy_on(self._copy_stream, batch, self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         return self
@@ -174,7 +170,7 @@ class BatchStream:
             if kind == "epoch_end":
                 self.position = (epoch, 0)
                 continue
-            self.position = (epoch, self.position[1] + 1 if epoch == self.position[0] else 1)
+            self.position = _after_batch(self.position, epoch)
             batch, done = item
             if done is None:
                 return tuple(t.to(self.device, non_blocking=True) for t in batch)
@@ -190,6 +186,21 @@ class BatchStream:
                 self._queue.get_nowait()
             except queue.Empty:
                 self._thread.join(timeout=0.05)
+
+
+def _after_batch(position: tuple[int, int], epoch: int) -> tuple[int, int]:
+    """A stream's position once it has yielded a batch of `epoch`."""
+    return (epoch, position[1] + 1 if epoch == position[0] else 1)
+
+
+def _copy_on(stream: Any, tensors: tuple, device: torch.device) -> tuple[tuple, Any]:
+    """(`tensors` copied to `device` on `stream`, the copy's event): the copy leaves the
+    current stream's timeline; `_wait_for` makes the result safe to use on it."""
+    with torch.cuda.stream(stream):
+        out = tuple(t.to(device, non_blocking=True) for t in tensors)
+        done = torch.cuda.Event()
+        done.record(stream)
+    return out, done
 
 
 def _wait_for(done: Any, batch: tuple, device: torch.device) -> tuple:
@@ -236,8 +247,7 @@ class _ProcessFeed:
             if kind == "epoch_end":
                 self._position = (epoch, 0)
                 continue
-            done = self._position[1] + 1 if epoch == self._position[0] else 1
-            self._position = (epoch, done)
+            self._position = _after_batch(self._position, epoch)
             return self._position, k
 
     def _tensors(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -251,11 +261,7 @@ class _ProcessFeed:
     def _stage(self) -> tuple:
         """The next batch copied to the device on the side stream: (position, batch, event)."""
         position, k = self._read()
-        raw = torch.from_numpy(self.feed.slot(k))
-        with torch.cuda.stream(self._stream):
-            dev = raw.to(self.device, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record(self._stream)
+        (dev,), done = _copy_on(self._stream, (torch.from_numpy(self.feed.slot(k)),), self.device)
         self._copies.append((done, k))
         return position, self._tensors(dev), done
 
